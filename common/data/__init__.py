@@ -1,0 +1,1 @@
+"""Dataset readers, Grain pipelines, transforms, TFDS builders and the embedded demo corpus."""

@@ -1,0 +1,1 @@
+"""Delocate: deepfake detection and localization from masked-ROI recovery discrepancy."""

@@ -1,0 +1,1 @@
+"""MSCCNet: face manipulation detection and localization with multi-spectral class centers."""

@@ -1,0 +1,1 @@
+"""NCL-IML: pre-training-free image manipulation localization with non-mutually-exclusive contrast."""

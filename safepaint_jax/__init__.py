@@ -1,0 +1,1 @@
+"""SafePaint: anti-forensic inpainting with region-wise separated attention."""

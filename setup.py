@@ -1,0 +1,40 @@
+"""Install the JAX/Flax forensics suite: `pip install -e ".[test]"`.
+
+TensorFlow (CPU build) is a deliberate dependency: clu's metric writers and progress reporting, and
+TFDS dataset *builders*, import it. It is imported lazily by the logging and builder modules only; the
+train step, the models and the Grain input pipelines never import it, and its GPU visibility is turned off.
+"""
+import setuptools
+
+setuptools.setup(
+    name="jax-forensics",
+    version="0.1.0",
+    description="JAX/Flax reimplementations of ViLocal, NCL-IML, MSCCNet, Delocate and SafePaint",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(
+        include=["common*", "vilocal_jax*", "ncl_jax*", "msccnet_jax*", "delocate_jax*", "safepaint_jax*"]),
+    install_requires=[
+        "jax>=0.10,<0.12",
+        "flax>=0.12.8",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12.8",
+        "grain>=0.2.18",
+        "tensorflow-datasets>=4.9.10",
+        "importlib_resources",  # needed by tensorflow-datasets' download_and_prepare
+        "array-record>=0.8",
+        "tensorflow-cpu>=2.20",
+        "ml-collections>=1.1",
+        "clu>=0.0.12",
+        "numpy>=1.26",
+        "opencv-python-headless>=4.9",
+        "scikit-image>=0.24",
+        "scikit-video>=1.1.11",
+        "imageio>=2.34",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.4", "dill"],
+        # Only for reading official PyTorch `.pth` checkpoints in the converters' CLIs.
+        "torch": ["torch>=2.1"],
+    },
+)
