@@ -1,0 +1,204 @@
+"""Generic NNX layers with PyTorch numerics, channels-last.
+
+These factories and modules mirror `torch.nn` layers so that ported models match the official code:
+explicit symmetric padding (never 'SAME'), PyTorch's default initialisation, LayerNorm/BatchNorm
+epsilons and momentum, exact (erf) GELU, per-sample stochastic depth and `align_corners=True`
+bilinear resizing. Convolutions take `[B, *spatial, C]` inputs for any number of spatial dimensions.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+import functools
+import math
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# `torch.nn.init.kaiming_uniform_(w, a=sqrt(5))`, the default for Conv*d and Linear weights:
+# U(-b, b) with b = 1 / sqrt(fan_in), i.e. a variance scaling of 1/3 with a uniform distribution.
+torch_default_kernel_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+# Exact GELU (`torch.nn.GELU()` default); `jax.nn.gelu` defaults to the tanh approximation.
+gelu = functools.partial(jax.nn.gelu, approximate=False)
+
+
+def torch_default_bias_init(fan_in: int):
+  """PyTorch's default bias initialiser for Conv*d/Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def _expand(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
+  if isinstance(value, int):
+    return (value,) * n
+  value = tuple(int(v) for v in value)
+  if len(value) != n:
+    raise ValueError(f"{name}={value} must have {n} entries (one per spatial dimension).")
+  return value
+
+
+def torch_conv(in_features: int,
+               out_features: int,
+               kernel_size: Sequence[int],
+               *,
+               stride: int | Sequence[int] = 1,
+               padding: int | Sequence[int] = 0,
+               dilation: int | Sequence[int] = 1,
+               groups: int = 1,
+               use_bias: bool = True,
+               dtype=None,
+               kernel_init=None,
+               rngs: nnx.Rngs) -> nnx.Conv:
+  """An `nnx.Conv` equivalent to `torch.nn.Conv{len(kernel_size)}d` (zero padding mode).
+
+  `kernel_size` fixes the number of spatial dimensions; `stride`, `padding` and `dilation` may be
+  ints or per-dimension tuples. Padding is symmetric and explicit, as in PyTorch. The kernel is
+  `[*kernel_size, in_features // groups, out_features]`; weights and bias default to PyTorch's
+  initialisation. Input `[B, *spatial, in_features]` -> `[B, *spatial', out_features]`.
+  """
+  kernel_size = tuple(int(k) for k in kernel_size)
+  n = len(kernel_size)
+  if in_features % groups or out_features % groups:
+    raise ValueError(f"groups={groups} must divide in_features={in_features} and "
+                     f"out_features={out_features}.")
+  fan_in = (in_features // groups) * math.prod(kernel_size)
+  return nnx.Conv(
+      in_features,
+      out_features,
+      kernel_size,
+      strides=_expand(stride, n, "stride"),
+      padding=[(p, p) for p in _expand(padding, n, "padding")],
+      kernel_dilation=_expand(dilation, n, "dilation"),
+      feature_group_count=groups,
+      use_bias=use_bias,
+      dtype=dtype,
+      kernel_init=kernel_init or torch_default_kernel_init,
+      bias_init=torch_default_bias_init(fan_in),
+      rngs=rngs)
+
+
+def torch_linear(in_features: int,
+                 out_features: int,
+                 *,
+                 use_bias: bool = True,
+                 dtype=None,
+                 kernel_init=None,
+                 bias_init=None,
+                 rngs: nnx.Rngs) -> nnx.Linear:
+  """An `nnx.Linear` equivalent to `torch.nn.Linear` (kernel `[in, out]`), PyTorch init by default."""
+  return nnx.Linear(
+      in_features,
+      out_features,
+      use_bias=use_bias,
+      dtype=dtype,
+      kernel_init=kernel_init or torch_default_kernel_init,
+      bias_init=bias_init or torch_default_bias_init(in_features),
+      rngs=rngs)
+
+
+def torch_batch_norm(num_features: int, *, eps: float = 1e-5, momentum: float = 0.1, dtype=None,
+                     rngs: nnx.Rngs) -> nnx.BatchNorm:
+  """`torch.nn.BatchNorm{1,2,3}d` over the last (channel) axis.
+
+  `momentum` is PyTorch's (weight of the new batch statistic); Flax's is `1 - momentum`. Train mode
+  uses batch statistics (global over the sharded batch under `jit`), eval mode
+  (`nnx.view(..., use_running_average=True)`) the running ones. One difference remains in train mode:
+  PyTorch updates `running_var` with the unbiased batch variance, Flax with the biased one.
+  """
+  return nnx.BatchNorm(num_features, momentum=1.0 - momentum, epsilon=eps, dtype=dtype,
+                       use_fast_variance=False, rngs=rngs)
+
+
+def torch_layer_norm(num_features: int, *, eps: float = 1e-5, dtype=None,
+                     rngs: nnx.Rngs) -> nnx.LayerNorm:
+  """`torch.nn.LayerNorm(num_features, eps)` over the last axis (two-pass variance, as PyTorch)."""
+  return nnx.LayerNorm(num_features, epsilon=eps, dtype=dtype, use_fast_variance=False, rngs=rngs)
+
+
+class DropPath(nnx.Module):
+  """Stochastic depth (timm `DropPath`): drops whole samples of a residual branch.
+
+  In train mode each sample is kept with probability `1 - rate` and scaled by `1 / (1 - rate)`; the
+  mask is drawn from the `rng_collection` stream. Inactive when `deterministic` (set it with
+  `nnx.view(model, deterministic=True)`) or when `rate == 0`. Shape-preserving, `[B, ...]`.
+  """
+
+  def __init__(self, rate: float, *, deterministic: bool = False, rng_collection: str = "dropout",
+               rngs: nnx.Rngs | None = None):
+    if not 0.0 <= rate < 1.0:
+      raise ValueError(f"DropPath rate must be in [0, 1), got {rate}.")
+    self.rate = float(rate)
+    self.deterministic = deterministic
+    if rate > 0.0:
+      if rngs is None:
+        raise ValueError("DropPath with rate > 0 needs `rngs`.")
+      self.rngs = rngs[rng_collection].fork()
+    else:
+      self.rngs = nnx.data(None)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.rate == 0.0 or self.deterministic:
+      return x
+    keep = 1.0 - self.rate
+    mask = jax.random.bernoulli(self.rngs(), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+  def set_view(self, deterministic: bool | None = None):
+    """Used by `nnx.view`: `deterministic=True` disables the drop."""
+    if deterministic is not None:
+      self.deterministic = deterministic
+
+
+class Mlp(nnx.Module):
+  """Transformer MLP as in timm/UniFormer: `fc1 -> GELU(exact) -> drop -> fc2 -> drop`.
+
+  The same `drop` module is applied twice, like the reference. `[..., in] -> [..., out]`.
+  """
+
+  def __init__(self, in_features: int, hidden_features: int, out_features: int | None = None, *,
+               drop: float = 0.0, dtype=None, kernel_init=None, bias_init=None, rngs: nnx.Rngs):
+    out_features = out_features or in_features
+    self.fc1 = torch_linear(in_features, hidden_features, dtype=dtype, kernel_init=kernel_init,
+                            bias_init=bias_init, rngs=rngs)
+    self.fc2 = torch_linear(hidden_features, out_features, dtype=dtype, kernel_init=kernel_init,
+                            bias_init=bias_init, rngs=rngs)
+    self.drop = nnx.Dropout(drop, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = self.drop(gelu(self.fc1(x)))
+    return self.drop(self.fc2(x))
+
+
+def _align_corners_axis(x: jax.Array, axis: int, out_size: int) -> jax.Array:
+  """Linear interpolation along `axis` on PyTorch's `align_corners=True` grid, in float32 as torch."""
+  in_size = x.shape[axis]
+  if out_size == in_size:
+    return x
+  scale = np.float32((in_size - 1) / (out_size - 1)) if out_size > 1 else np.float32(0.0)
+  src = scale * np.arange(out_size, dtype=np.float32)
+  lo = np.minimum(src.astype(np.int32), in_size - 1)
+  hi = np.minimum(lo + 1, in_size - 1)
+  frac = src - lo.astype(np.float32)
+  shape = [1] * x.ndim
+  shape[axis] = out_size
+  w_hi = jnp.asarray(frac.reshape(shape), dtype=x.dtype)
+  w_lo = jnp.asarray((np.float32(1.0) - frac).reshape(shape), dtype=x.dtype)
+  return w_lo * jnp.take(x, lo, axis=axis) + w_hi * jnp.take(x, hi, axis=axis)
+
+
+def resize_bilinear_align_corners(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """`F.interpolate(..., mode='bilinear', align_corners=True)` for channels-last images.
+
+  `[..., H, W, C] -> [..., size[0], size[1], C]`. Separable, width first, which reproduces
+  PyTorch's `h0 * (w0 * a + w1 * b) + h1 * (...)` evaluation order.
+  """
+  if x.ndim < 3:
+    raise ValueError(f"expected [..., H, W, C], got shape {x.shape}")
+  x = _align_corners_axis(x, x.ndim - 2, int(size[1]))
+  return _align_corners_axis(x, x.ndim - 3, int(size[0]))
