@@ -1,0 +1,36 @@
+"""The command line every method's `main` uses:
+
+  python -m <method>_jax.main --config=configs/<method>.py:<variant> --workdir=DIR [--config.key=value ...]
+
+Rerunning the same command resumes from WORKDIR's latest checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from common.train import distributed
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<method>.py:<variant>", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics.jsonl, TensorBoard logs.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  distributed.maybe_initialize()
+  from common.train import loop
+  metrics = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  logging.info("final eval: %s", metrics)
+
+
+def run() -> None:
+  """Entry point for `python -m <method>_jax.main`."""
+  app.run(_main)
+
+
+if __name__ == "__main__":  # `python -m common.train.cli --config=... --workdir=...` runs any config's task
+  run()

@@ -1,0 +1,186 @@
+"""The task contract every method implements, and the train state the engine carries.
+
+A task owns one or more NNX models (a dict: `{"model": ...}` for a supervised method, `{"generator": ...,
+"discriminator": ...}` for a GAN), one optax optimizer per trained model, and four functions:
+
+  init(rng) -> TrainState                      provided here from `build_models` / `make_optimizers`
+  train_step(state, batch) -> (state, metrics)  pure; default: one gradient step on `loss`
+  eval_step(state, batch) -> clu metrics.Collection
+  input_pipeline(split, process_index, process_count) -> iterable of host batches (dicts of numpy arrays)
+
+The NNX graph is split once (`__init__`) into a train-mode and an eval-mode graphdef per model; the state is a
+plain pytree (`TrainState`) that `jax.jit` shards, donates and checkpoints. Parameters matched by
+`config.freeze` (regexes on `model_name/path/to/param`) are frozen: no gradient is computed for them and the
+optimizer never sees them (as the official two-stage codes pass only the trained part to their optimizer).
+"""
+from __future__ import annotations
+
+import abc
+import re
+from typing import Any, Callable, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from common.train import optim
+
+Metrics = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run needs to continue: a pytree of arrays.
+
+  step: int32 scalar, completed optimizer steps.
+  params: {model_name: nnx.State of nnx.Param} (trained and frozen).
+  rest: {model_name: nnx.State} of everything else (BatchNorm statistics, RNG stream keys and counters).
+  opt_state: {model_name: optax state over that model's trainable parameters}.
+  """
+  step: jax.Array
+  params: dict[str, Any]
+  rest: dict[str, Any]
+  opt_state: dict[str, Any]
+
+
+def _path_str(path) -> str:
+  return "/".join(str(p) for p in path)
+
+
+def train_view(model: nnx.Module) -> nnx.Module:
+  """Dropout / DropPath active, BatchNorm on batch statistics."""
+  return nnx.view(model, deterministic=False, use_running_average=False, raise_if_not_found=False)
+
+
+def eval_view(model: nnx.Module) -> nnx.Module:
+  return nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)
+
+
+class Task(abc.ABC):
+  """Base class of a method's task. Subclasses implement `build_models`, `loss` (or `train_step`),
+  `eval_step` and `input_pipeline`; `predict` and `export_spec` make the task exportable."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    abstract = nnx.eval_shape(lambda: self.build_models(nnx.Rngs(0)))
+    self.model_names = tuple(abstract)
+    self._train_gd = {n: nnx.split(train_view(m), nnx.Param, ...)[0] for n, m in abstract.items()}
+    self._eval_gd = {n: nnx.split(eval_view(m), nnx.Param, ...)[0] for n, m in abstract.items()}
+    self.optimizers = self.make_optimizers()
+    self._frozen = [re.compile(p) for p in config.get("freeze", ())]
+
+  # ---------------------------------------------------------------- to implement
+  @abc.abstractmethod
+  def build_models(self, rngs: nnx.Rngs) -> dict[str, nnx.Module]:
+    """Constructs the task's models with fresh parameters."""
+
+  def loss(self, models: dict[str, nnx.Module], batch: Mapping[str, jax.Array]) -> tuple[jax.Array, Metrics]:
+    """Scalar loss and scalar metrics for the default `train_step`; models are in train mode."""
+    raise NotImplementedError(f"{type(self).__name__} must implement loss() or override train_step()")
+
+  @abc.abstractmethod
+  def eval_step(self, state: TrainState, batch: Mapping[str, jax.Array]):
+    """A clu `metrics.Collection` for one (padded, `valid`-masked) batch."""
+
+  @abc.abstractmethod
+  def input_pipeline(self, split: str, *, process_index: int = 0, process_count: int = 1):
+    """Host batches for `split` ('train': infinite grain IterDataset; others: one finite pass)."""
+
+  def predict(self, models: dict[str, nnx.Module], inputs: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Inference outputs from model inputs (eval mode); used by export and predict scripts."""
+    raise NotImplementedError(f"{type(self).__name__} is not exportable: implement predict()")
+
+  def export_spec(self) -> dict:
+    """Manifest fields: inputs {name: {shape (batch excluded), dtype}}, normalisation, outputs {name: meaning}."""
+    raise NotImplementedError(f"{type(self).__name__} is not exportable: implement export_spec()")
+
+  def make_optimizers(self) -> dict[str, optax.GradientTransformation]:
+    """One optimizer per model from `config.optimizer` (override for GANs with two optimizers)."""
+    return {n: optim.make_optimizer(self.config.optimizer, self.config.total_steps) for n in self.model_names}
+
+  # ---------------------------------------------------------------- provided
+  def is_frozen(self, model_name: str, path) -> bool:
+    full = f"{model_name}/{_path_str(path)}"
+    return any(p.search(full) for p in self._frozen)
+
+  def split_trainable(self, name: str, params: nnx.State) -> tuple[nnx.State, nnx.State]:
+    """(trainable, frozen) parts of one model's parameters."""
+    return nnx.split_state(params, lambda path, _: not self.is_frozen(name, path), ...)
+
+  def init(self, rng: jax.Array) -> TrainState:
+    """Fresh state: models from `build_models`, optimizer states over the trainable parameters."""
+    models = self.build_models(nnx.Rngs(rng))
+    params, rest, opt_state = {}, {}, {}
+    for name, model in models.items():
+      _, params[name], rest[name] = nnx.split(model, nnx.Param, ...)
+      if name in self.optimizers:
+        opt_state[name] = self.optimizers[name].init(self.split_trainable(name, params[name])[0])
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, rest=rest, opt_state=opt_state)
+
+  def models(self, state: TrainState, train: bool = False) -> dict[str, nnx.Module]:
+    """Merged modules (eval mode by default) for use inside jit, outside differentiation."""
+    gds = self._train_gd if train else self._eval_gd
+    return {n: nnx.merge(gds[n], state.params[n], state.rest[n], copy=True) for n in self.model_names}
+
+  def grads(self, state: TrainState, loss_fn: Callable, batch: Mapping[str, jax.Array],
+            wrt: tuple[str, ...] | None = None) -> tuple[jax.Array, Metrics, dict, dict]:
+    """Loss, metrics, gradients w.r.t. the trainable params of models `wrt`, and the updated `rest`.
+
+    `loss_fn(models, batch) -> (loss, metrics)` sees all models in train mode. With
+    `config.grad_accum_steps = k > 1` the batch is cut into k micro-batches (element i of every group of k, so
+    each device keeps its share), gradients and metrics are averaged, and BatchNorm statistics / RNG streams
+    advance micro-batch after micro-batch.
+    """
+    wrt = tuple(self.optimizers) if wrt is None else wrt
+    split = {n: self.split_trainable(n, state.params[n]) for n in wrt}
+    trainable = {n: split[n][0] for n in wrt}
+
+    def micro_loss(trainable, rest, micro):
+      params = {n: (nnx.merge_state(trainable[n], split[n][1]) if n in wrt else state.params[n])
+                for n in self.model_names}
+      models = {n: nnx.merge(self._train_gd[n], params[n], rest[n], copy=True) for n in self.model_names}
+      loss, metrics = loss_fn(models, micro)
+      new_rest = {n: nnx.split(m, nnx.Param, ...)[2] for n, m in models.items()}
+      return loss, (metrics, new_rest)
+
+    grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+    k = int(self.config.get("grad_accum_steps", 1))
+    if k == 1:
+      (loss, (metrics, rest)), grads = grad_fn(trainable, state.rest, batch)
+      return loss, metrics, grads, rest
+
+    def cut(x):
+      if x.shape[0] % k:
+        raise ValueError(f"batch of {x.shape[0]} is not divisible by grad_accum_steps={k}")
+      return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+
+    micro_batches = jax.tree.map(cut, dict(batch))
+
+    def body(carry, micro):
+      rest, grad_sum = carry
+      (loss, (metrics, rest)), grads = grad_fn(trainable, rest, micro)
+      return (rest, jax.tree.map(jnp.add, grad_sum, grads)), (loss, metrics)
+
+    zeros = jax.tree.map(jnp.zeros_like, trainable)
+    (rest, grad_sum), (losses, metrics) = jax.lax.scan(body, (state.rest, zeros), micro_batches)
+    grads = jax.tree.map(lambda g: g / k, grad_sum)
+    return losses.mean(), jax.tree.map(lambda m: m.mean(0), metrics), grads, rest
+
+  def apply_grads(self, state: TrainState, grads: dict, rest: dict | None = None) -> TrainState:
+    """One optimizer update for every model in `grads` (trainable params only); optionally new `rest`."""
+    params, opt_state = dict(state.params), dict(state.opt_state)
+    for name, g in grads.items():
+      trainable, frozen = self.split_trainable(name, state.params[name])
+      updates, opt_state[name] = self.optimizers[name].update(g, state.opt_state[name], trainable)
+      params[name] = nnx.merge_state(optax.apply_updates(trainable, updates), frozen)
+    return state.replace(params=params, opt_state=opt_state, rest=state.rest if rest is None else rest)
+
+  def train_step(self, state: TrainState, batch: Mapping[str, jax.Array]) -> tuple[TrainState, Metrics]:
+    """Default step: gradients of `loss` w.r.t. every optimized model, one update, step + 1."""
+    loss, metrics, grads, rest = self.grads(state, self.loss, batch)
+    state = self.apply_grads(state, grads, rest)
+    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
+    return state.replace(step=state.step + 1), metrics
