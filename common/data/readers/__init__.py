@@ -1,0 +1,13 @@
+"""Readers of the real dataset layouts, each a Grain random-access source of record dicts.
+
+Records are dicts of numpy arrays: `frames` uint8 [T, H, W, 3] (video clips) or `image` uint8 [H, W, 3],
+`mask` uint8 {0, 1} [T, H, W] / [H, W], `label` int (0 real, 1 fake) and `id` (the source file(s), for error
+messages). Bad files raise `DataError` naming the file and the problem; `on_error='skip'` drops them when the
+index is built and lists them in `reader.skipped`.
+"""
+from common.data.readers.faceforensics import FaceForensicsReader
+from common.data.readers.image_manipulation import ImageManipulationReader
+from common.data.readers.media import DataError
+from common.data.readers.video_inpainting import VideoInpaintingReader
+
+__all__ = ["DataError", "FaceForensicsReader", "ImageManipulationReader", "VideoInpaintingReader"]
