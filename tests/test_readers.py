@@ -151,8 +151,9 @@ CROP_SCALE = 2.0
 
 def ffpp_reader(root, **kwargs):
   kwargs.setdefault("face_boxes", face_detection.PrecomputedFaceBoxes(os.path.join(root, "boxes.json")))
-  return FaceForensicsReader(root, "train", methods=("FaceSwap", "FaceShifter"), frames_per_video=4,
-                             crop_scale=CROP_SCALE, cache_dir=os.path.join(root, "cache"), **kwargs)
+  kwargs.setdefault("methods", ("FaceSwap", "FaceShifter"))
+  return FaceForensicsReader(root, "train", frames_per_video=4, crop_scale=CROP_SCALE,
+                             cache_dir=os.path.join(root, "cache"), **kwargs)
 
 
 def iou(a, b):
