@@ -1,0 +1,237 @@
+"""Tests of the embedded demo corpus (common.data.demo): determinism, layout and content of a tiny build."""
+import glob
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from common.data import demo
+from common.data import masks as mask_lib
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+  root = tmp_path_factory.mktemp("demo")
+  path = str(root / "tiny")
+  manifest = demo.build(path, seed=0, scale="tiny")
+  return path, manifest
+
+
+def _gray(path):
+  image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+  assert image is not None, path
+  return image
+
+
+def _rgb(path):
+  image = cv2.imread(path, cv2.IMREAD_COLOR)
+  assert image is not None, path
+  return image[..., ::-1]
+
+
+def _video(path):
+  capture = cv2.VideoCapture(path)
+  frames = []
+  while True:
+    ok, frame = capture.read()
+    if not ok:
+      break
+    frames.append(frame[..., ::-1])
+  capture.release()
+  assert frames, path
+  return np.stack(frames)
+
+
+def _lines(path):
+  with open(path) as f:
+    return [line.strip() for line in f if line.strip()]
+
+
+def test_same_seed_gives_identical_bytes(corpus, tmp_path):
+  path, manifest = corpus
+  again = demo.build(str(tmp_path / "again"), seed=0, scale="tiny")
+  assert again == manifest
+  with open(os.path.join(path, "manifest.json"), "rb") as a, open(tmp_path / "again" / "manifest.json", "rb") as b:
+    assert a.read() == b.read()
+  other = demo.build(str(tmp_path / "other"), seed=1, scale="tiny")
+  assert other["files"] != manifest["files"]
+
+
+def test_manifest_lists_every_file_with_its_hash(corpus):
+  path, manifest = corpus
+  on_disk = sorted(os.path.relpath(p, path).replace(os.sep, "/")
+                   for p in glob.glob(os.path.join(path, "**", "*"), recursive=True) if os.path.isfile(p))
+  assert on_disk == sorted(list(manifest["files"]) + ["manifest.json"])
+  assert manifest["version"] == demo.VERSION and manifest["scale"] == "tiny" and manifest["seed"] == 0
+  import hashlib
+  for name in list(manifest["files"])[:20]:
+    with open(os.path.join(path, name), "rb") as f:
+      assert hashlib.sha256(f.read()).hexdigest() == manifest["files"][name]["sha256"]
+  assert not [p for p in os.listdir(os.path.dirname(path)) if ".building-" in p]
+
+
+def test_video_inpainting_layout_and_content(corpus):
+  path, manifest = corpus
+  root = os.path.join(path, "video_inpainting")
+  scale = demo.SCALES["tiny"]
+  videos = {split: _lines(os.path.join(root, "ImageSets", f"{split}.txt")) for split in ("train", "val", "test")}
+  assert all(videos.values()) and not set(videos["train"]) & set(videos["test"] + videos["val"])
+  assert sorted(sum(videos.values(), [])) == sorted(scale.video_clips)
+  for video in sum(videos.values(), []):
+    frames = sorted(os.listdir(os.path.join(root, "JPEGImages", video)))
+    assert frames == [f"{t:05d}.jpg" for t in range(scale.video_frames)]
+    for t in range(scale.video_frames):
+      pristine = _rgb(os.path.join(root, "JPEGImages", video, f"{t:05d}.jpg"))
+      mask = _gray(os.path.join(root, "Annotations", video, f"{t:05d}.png"))
+      assert pristine.shape == (*scale.video_size, 3)
+      assert mask.shape == scale.video_size and mask.dtype == np.uint8
+      assert set(np.unique(mask)) == {0, 255}
+      hole = mask > 0
+      for method in ("telea", "ns"):
+        inpainted = _rgb(os.path.join(root, "Inpainted", method, video, f"{t:05d}.png"))
+        assert inpainted.shape == pristine.shape
+        np.testing.assert_array_equal(inpainted[~hole], pristine[~hole])  # only the hole changes
+        changed = np.any(inpainted != pristine, axis=-1)
+        assert changed[hole].mean() > 0.5
+
+
+def test_video_masks_move_smoothly(corpus):
+  path, _ = corpus
+  root = os.path.join(path, "video_inpainting", "Annotations")
+  for video in os.listdir(root):
+    masks = [_gray(p) > 0 for p in sorted(glob.glob(os.path.join(root, video, "*.png")))]
+    for a, b in zip(masks, masks[1:]):
+      assert (a & b).sum() / (a | b).sum() > 0.6
+      assert not np.array_equal(a, b)
+
+
+def test_image_manipulation_layout_and_masks(corpus):
+  path, manifest = corpus
+  root = os.path.join(path, "image_manipulation")
+  size = demo.SCALES["tiny"].image_size
+  sources = {}
+  for split, per_kind in demo.SCALES["tiny"].images_per_kind.items():
+    with open(os.path.join(root, f"{split}.json")) as f:
+      pairs = json.load(f)
+    negatives = [image for image, mask in pairs if mask == "Negative"]
+    assert len(negatives) == per_kind and len(pairs) == 4 * per_kind
+    for image_path, mask_path in pairs:
+      image = _rgb(os.path.join(root, image_path))
+      assert image.shape == (size, size, 3)
+      if mask_path == "Negative":
+        assert image_path.startswith(f"{split}/Au/")
+        continue
+      assert image_path.startswith(f"{split}/Tp/") and mask_path == image_path.replace("/Tp/", "/Gt/")
+      mask = _gray(os.path.join(root, mask_path))
+      assert mask.shape == (size, size) and set(np.unique(mask)) == {0, 255}
+      assert 0.005 < (mask > 0).mean() < 0.3
+    assert sorted(os.listdir(os.path.join(root, split, "Tp"))) == sorted(os.listdir(os.path.join(root, split, "Gt")))
+    sources[split] = {item["source"] for item in manifest["parts"]["image_manipulation"][split]["items"]}
+  assert not sources["train"] & sources["test"]  # the test split is held out by source picture
+
+
+def test_inpainting_hole_ratios_follow_the_bins(corpus):
+  path, _ = corpus
+  size = demo.SCALES["tiny"].inpainting_size
+  for split, count in demo.SCALES["tiny"].inpainting_pairs.items():
+    root = os.path.join(path, "inpainting", split)
+    with open(os.path.join(root, "hole_ratios.json")) as f:
+      ratios = json.load(f)
+    assert len(ratios) == count
+    for i in range(count):
+      image = _rgb(os.path.join(root, "images", f"{i:05d}.png"))
+      mask = _gray(os.path.join(root, "masks", f"{i:05d}.png"))
+      assert image.shape == (size, size, 3) and mask.shape == (size, size)
+      assert set(np.unique(mask)) <= {0, 255}
+      low, high = mask_lib.HOLE_RATIO_BINS[i % len(mask_lib.HOLE_RATIO_BINS)]
+      ratio = (mask > 0).mean()
+      assert low < ratio < high and abs(ratio - ratios[f"{i:05d}"]) < 1e-4
+
+
+def test_faces_layout_masks_and_splits(corpus):
+  path, manifest = corpus
+  root = os.path.join(path, "faces")
+  scale = demo.SCALES["tiny"]
+  splits = {}
+  for split in ("train", "val", "test"):
+    with open(os.path.join(root, "splits", f"{split}.json")) as f:
+      splits[split] = json.load(f)
+    assert splits[split] and all(len(pair) == 2 for pair in splits[split])
+  ids = [vid for pairs in splits.values() for pair in pairs for vid in pair]
+  assert len(ids) == len(set(ids)) == scale.face_segments
+  originals = {vid: _video(os.path.join(root, "original_sequences", "youtube", "c23", "videos", f"{vid}.mp4"))
+               for vid in ids}
+  with open(os.path.join(root, "face_boxes.json")) as f:
+    boxes = json.load(f)
+  for vid, frames in originals.items():
+    assert frames.shape == (scale.face_frames, 144, 176, 3)
+    assert len(boxes[vid]) == scale.face_frames
+  for method in ("FaceSwap", "NeuralTextures"):
+    for pairs in splits.values():
+      for a, b in pairs:
+        for target, source in ((a, b), (b, a)):
+          name = f"{target}_{source}"
+          fake = _video(os.path.join(root, "manipulated_sequences", method, "c23", "videos", f"{name}.mp4"))
+          masks = _video(os.path.join(root, "manipulated_sequences", method, "masks", "videos", f"{name}.mp4"))
+          assert fake.shape == masks.shape == originals[target].shape
+          assert set(np.unique(masks)) == {0, 255}  # lossless: exactly binary
+          real = originals[target].astype(np.float64)
+          for t in range(len(fake)):
+            region = masks[t, ..., 0] > 127
+            assert region.any(), (method, name, t)
+            difference = np.abs(fake[t] - real[t]).mean(-1)
+            # NeuralTextures-like eye swaps are subtle (~1 gray level on average over the convex SSIM region).
+            assert difference[region].mean() > 5 * difference[~region].mean() + 0.5
+  assert manifest["parts"]["faces"]["frames_without_ssim_mask"] == 0
+
+
+def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
+  def broken(out_dir, seed, scale):
+    with open(os.path.join(out_dir, "partial.txt"), "w") as f:
+      f.write("half")
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(demo, "_build_parts", broken)
+  with pytest.raises(KeyboardInterrupt):
+    demo.build(str(tmp_path / "corpus"), scale="tiny")
+  assert os.listdir(tmp_path) == []
+
+
+def test_ensure_demo_corpus_builds_once_into_the_cache(tmp_path, monkeypatch):
+  calls = []
+
+  def fake_parts(out_dir, seed, scale):
+    calls.append(out_dir)
+    with open(os.path.join(out_dir, "data.txt"), "w") as f:
+      f.write("x")
+    return {}
+
+  monkeypatch.setattr(demo, "_build_parts", fake_parts)
+  monkeypatch.setenv(demo.CACHE_ENV, str(tmp_path / "env_root"))
+  path = demo.ensure_demo_corpus()
+  assert path == str(tmp_path / "env_root" / demo.VERSION)
+  assert demo.ensure_demo_corpus() == path and len(calls) == 1
+  assert demo.load_manifest(path)["files"]["data.txt"]["bytes"] == 1
+  explicit = demo.ensure_demo_corpus(str(tmp_path / "explicit"))
+  assert explicit == str(tmp_path / "explicit" / demo.VERSION) and len(calls) == 2
+  os.makedirs(tmp_path / "bad" / demo.VERSION)
+  with pytest.raises(RuntimeError, match="no manifest"):
+    demo.ensure_demo_corpus(str(tmp_path / "bad"))
+  with pytest.raises(FileExistsError):
+    demo.build(path, scale="tiny")
+
+
+@pytest.mark.slow
+def test_full_build(tmp_path):
+  manifest = demo.build(str(tmp_path / "full"), seed=0, scale="full")
+  parts = manifest["parts"]
+  videos = parts["video_inpainting"]["videos"]
+  assert (len(videos["train"]), len(videos["val"]), len(videos["test"])) == (10, 3, 3)
+  assert parts["image_manipulation"]["train"]["authentic"] == 60
+  assert parts["image_manipulation"]["train"]["tampered"] == 180
+  assert parts["image_manipulation"]["test"]["tampered"] == 48
+  assert parts["inpainting"]["train"]["pairs"] == 240 and parts["inpainting"]["test"]["pairs"] == 60
+  assert len(parts["faces"]["originals"]) == 8 and parts["faces"]["frames_without_ssim_mask"] == 0
+  assert 40e6 < manifest["total_bytes"] < 200e6
