@@ -1,0 +1,1 @@
+"""TFDS builder package `image_manipulation` (see image_manipulation_dataset_builder.py)."""

@@ -1,0 +1,1 @@
+"""TFDS builder package `video_inpainting_clips` (see video_inpainting_clips_dataset_builder.py)."""
