@@ -2,7 +2,10 @@
 
 (No `from __future__ import annotations`: clu metric collections read their field annotations at runtime.)
 """
+import time
+
 import flax
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -34,17 +37,33 @@ class ToySource:
     return f"ToySource(n={self.n}, seed={self.seed})"
 
 
-class ToyNet(nnx.Module):
-  """[B,8,8,3] -> logits [B,8,8]."""
+class Slow(grain.transforms.Map):
+  """Sleeps per record: lets process-kill tests catch a run mid-way."""
 
-  def __init__(self, width: int, rngs: nnx.Rngs):
-    self.conv1 = nnx.Conv(3, width, (3, 3), rngs=rngs)
-    self.bn1 = nnx.BatchNorm(width, momentum=0.9, rngs=rngs)
-    self.drop = nnx.Dropout(0.1, rngs=rngs)
+  def __init__(self, seconds: float):
+    self.seconds = seconds
+
+  def map(self, record):
+    time.sleep(self.seconds)
+    return record
+
+
+class ToyNet(nnx.Module):
+  """[B,8,8,3] -> logits [B,8,8] (or a [B] score with `out=1, pool=True`)."""
+
+  def __init__(self, width: int, dropout: float, use_bn: bool, rngs: nnx.Rngs, in_ch: int = 3, pool: bool = False):
+    # No bias before BatchNorm: its gradient is pure rounding noise, which Adam would amplify.
+    self.conv1 = nnx.Conv(in_ch, width, (3, 3), use_bias=not use_bn, rngs=rngs)
+    self.bn1 = nnx.BatchNorm(width, momentum=0.9, rngs=rngs) if use_bn else None
+    self.drop = nnx.Dropout(dropout, rngs=rngs)
     self.conv2 = nnx.Conv(width, 1, (1, 1), rngs=rngs)
+    self.pool = pool
 
   def __call__(self, x):
-    return self.conv2(self.drop(nnx.relu(self.bn1(self.conv1(x)))))[..., 0]
+    h = self.conv1(x)
+    h = self.bn1(h) if self.bn1 is not None else h
+    y = self.conv2(self.drop(nnx.relu(h)))[..., 0]
+    return y.mean((1, 2)) if self.pool else y
 
 
 @flax.struct.dataclass
@@ -55,7 +74,8 @@ class EvalMetrics(clu_metrics.Collection):
 class ToyTask(Task):
 
   def build_models(self, rngs):
-    return {"model": ToyNet(self.config.width, rngs)}
+    c = self.config
+    return {"model": ToyNet(c.width, c.dropout, c.use_bn, rngs)}
 
   def loss(self, models, batch):
     logits = models["model"](batch["image"])
@@ -71,6 +91,7 @@ class ToyTask(Task):
     c = self.config
     if split == "train":
       return pipeline.train_dataset(ToySource(c.train_size, seed=1), seed=c.seed,
+                                    transforms=[Slow(c.step_delay)] if c.step_delay else [],
                                     batch_size=c.global_batch_size // process_count,
                                     process_index=process_index, process_count=process_count)
     return pipeline.eval_batches(ToySource(c.eval_size, seed=2), batch_size=c.global_batch_size // process_count,
@@ -89,6 +110,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = base_config()
   c.task = "tests.toy_task:ToyTask"
   c.width = 8
+  c.dropout = 0.1
+  c.use_bn = True
+  c.step_delay = 0.0  # seconds per training record
   c.train_size = 64
   c.eval_size = 20
   c.global_batch_size = 8
@@ -98,3 +122,41 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint_every = 5
   c.optimizer.lr = 3e-2
   return c
+
+
+class ToyGanTask(ToyTask):
+  """Two models, two optimizers, one step: a discriminator update then a generator update (non-saturating)."""
+
+  def build_models(self, rngs):
+    c = self.config
+    return {"generator": ToyNet(c.width, 0.0, False, rngs),
+            "discriminator": ToyNet(c.width, 0.0, c.use_bn, rngs, in_ch=4, pool=True)}
+
+  def _fake(self, models, batch):
+    return jnp.concatenate([batch["image"], jax.nn.sigmoid(models["generator"](batch["image"]))[..., None]], -1)
+
+  def train_step(self, state, batch):
+    real = jnp.concatenate([batch["image"], batch["mask"][..., None].astype(jnp.float32)], -1)
+
+    def d_loss(models, batch):
+      fake = jax.lax.stop_gradient(self._fake(models, batch))
+      scores = models["discriminator"](jnp.concatenate([real, fake]))
+      n = real.shape[0]
+      loss = (optax.sigmoid_binary_cross_entropy(scores[:n], jnp.ones(n)).mean()
+              + optax.sigmoid_binary_cross_entropy(scores[n:], jnp.zeros(n)).mean())
+      return loss, {}
+
+    def g_loss(models, batch):
+      score = models["discriminator"](self._fake(models, batch))
+      return optax.sigmoid_binary_cross_entropy(score, jnp.ones_like(score)).mean(), {}
+
+    d, _, d_grads, rest = self.grads(state, d_loss, batch, wrt=("discriminator",))
+    state = self.apply_grads(state, d_grads, rest)
+    g, _, g_grads, rest = self.grads(state, g_loss, batch, wrt=("generator",))
+    state = self.apply_grads(state, g_grads, rest)
+    return state.replace(step=state.step + 1), {"loss": g + d, "d_loss": d, "g_loss": g}
+
+  def eval_step(self, state, batch):
+    probs = jax.nn.sigmoid(self.models(state)["generator"](batch["image"]))
+    l1 = jnp.abs(probs - batch["mask"]).mean((1, 2))
+    return EvalMetrics.single_from_model_output(loss=l1, mask=batch["valid"])

@@ -104,7 +104,7 @@ def _flat(tree) -> dict[str, Any]:
 def load_init_from(state: TrainState, cfg, shardings: TrainState) -> TrainState:
   """Copies params and model state (not optimizer state) from another run's checkpoint, by matching paths.
 
-  `cfg.include` (regex) selects target paths to take; every selected path must exist in the source with the
+  `cfg.include` (regex) selects target paths to take (RNG stream keys never); every selected path must exist in the source with the
   same shape, and at least one path must be copied — a stage-2 run silently starting from scratch is an error.
   """
   source = ckpt_lib.Checkpointer(os.path.join(cfg.workdir, "checkpoints"), read_only=True, async_save=False)
@@ -118,8 +118,8 @@ def load_init_from(state: TrainState, cfg, shardings: TrainState) -> TrainState:
   def take(path, leaf, sharding):
     key = mesh_lib.path_to_str(path)
     key = key[:-len("/value")] if key.endswith("/value") else key
-    if not include.search(key):
-      return leaf
+    if not include.search(key) or jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      return leaf  # not selected, or an RNG stream key (stage 2 keeps its own streams)
     if key not in src:
       raise KeyError(f"init_from {cfg.workdir}: {key} is not in the source checkpoint")
     if src[key].shape != leaf.shape:
@@ -153,14 +153,34 @@ def _check_finite(step: int, scalars: dict[str, float], ckpt: ckpt_lib.Checkpoin
                              f"(step {ckpt.latest_step()}) was saved")
 
 
+def _sharded_setup(config: ml_collections.ConfigDict):
+  """(task, mesh, batch sharding, abstract state, state shardings) for `config` on this process's devices."""
+  task = build_task(config)
+  mesh = mesh_lib.make_mesh(**config.mesh)
+  abstract = jax.eval_shape(task.init, jax.random.key(config.seed))
+  state_sh = mesh_lib.state_shardings(mesh, abstract, [tuple(r) for r in config.partition_rules],
+                                      config.fsdp_min_size)
+  return task, mesh, mesh_lib.batch_sharding(mesh), abstract, state_sh
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
+                        split: str | None = None) -> dict[str, float]:
+  """Evaluates `workdir`'s checkpoint (default: latest) on the mesh `config.mesh` describes, whatever mesh
+  it was trained on."""
+  task, mesh, batch_sh, abstract, state_sh = _sharded_setup(config)
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
+  with jax.set_mesh(mesh):
+    restored, _ = ckpt.restore(_abstract_with(abstract, state_sh), step, with_data=False)
+    eval_step = jax.jit(task.eval_step, in_shardings=(state_sh, batch_sh))
+    return evaluate(task, eval_step, TrainState(**restored), batch_sh, split or config.eval_split)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains `config.task` in `workdir` (resuming if it holds a checkpoint); returns the last eval metrics."""
   from common.train import writers  # imports TensorFlow for clu's writers: only the loop needs it
 
   os.makedirs(workdir, exist_ok=True)
-  task = build_task(config)
-  mesh = mesh_lib.make_mesh(**config.mesh)
-  batch_sh = mesh_lib.batch_sharding(mesh)
+  task, mesh, batch_sh, abstract, state_sh = _sharded_setup(config)
   repl = mesh_lib.replicated(mesh)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints,
                                best_metric=config.get("best_metric", ""), best_mode=config.get("best_mode", "max"),
@@ -168,9 +188,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   stop = _StopSignal()
   with jax.set_mesh(mesh):
     rng = jax.random.key(config.seed)
-    abstract = jax.eval_shape(task.init, rng)
-    state_sh = mesh_lib.state_shardings(mesh, abstract, [tuple(r) for r in config.partition_rules],
-                                        config.fsdp_min_size)
     start = ckpt.latest_step()
     data_state = None
     if start is not None:

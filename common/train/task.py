@@ -182,5 +182,5 @@ class Task(abc.ABC):
     """Default step: gradients of `loss` w.r.t. every optimized model, one update, step + 1."""
     loss, metrics, grads, rest = self.grads(state, self.loss, batch)
     state = self.apply_grads(state, grads, rest)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
     return state.replace(step=state.step + 1), metrics

@@ -1,0 +1,123 @@
+"""Export a trained run for downstream use, and load such an export with nothing but jax.
+
+  python -m common.train.export --workdir=DIR --out=EXPORT [--step=N] [--platforms=cpu,cuda,tpu]
+
+EXPORT/
+  params/              Orbax params-only checkpoint: {"params": {model: pure dict}, "rest": {...}} (no optimizer
+                       state, no RNG keys), for fine-tuning or re-loading into the suite's NNX models;
+  variables.npz        the same arrays, flat '/'-joined keys, read by `load` with numpy only;
+  inference.jaxexport  `jax.export` serialisation of `task.predict` over (variables, inputs), batch dimension
+                       symbolic ('b');
+  manifest.json        method (task), step, config, input spec, normalisation, outputs.
+
+`load(EXPORT)` returns `fn(inputs: dict) -> dict` needing only jax and numpy; it reproduces the live model.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+import jax
+import numpy as np
+
+_KEY = "RNG key: rebuilt inside the exported function (unused in eval mode)"
+
+
+def _is_key(leaf) -> bool:
+  return jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def export(workdir: str, out: str, step: int | None = None,
+           platforms: tuple[str, ...] = ("cpu", "cuda", "tpu")) -> dict:
+  """Writes the export of `workdir`'s checkpoint at `step` (default latest) to `out`; returns the manifest."""
+  import orbax.checkpoint as ocp
+  from flax import nnx
+
+  from common.train import checkpoint as ckpt_lib
+  from common.train import loop
+  from common.train.task import TrainState
+
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
+  step = ckpt.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint to export in {workdir}")
+  config = ckpt.restore_config(step)
+  task = loop.build_task(config)
+  device = jax.local_devices()[0]
+  abstract = jax.eval_shape(task.init, jax.random.key(0))
+  one = jax.sharding.SingleDeviceSharding(device)
+  restored, _ = ckpt.restore(jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), abstract),
+                             step, with_data=False)
+  ckpt.close()
+  model_state = {"params": restored["params"], "rest": restored["rest"]}
+  flat = {k: v for k, v in loop._flat(model_state).items() if not _is_key(v)}
+  template = loop._flat({"params": abstract.params, "rest": abstract.rest})
+
+  def infer(variables, inputs):
+    leaves = {k: (jax.random.key(0) if _is_key(a) else variables[k]) for k, a in template.items()}
+    treedef = jax.tree.structure({"params": abstract.params, "rest": abstract.rest})
+    tree = jax.tree.unflatten(treedef, [leaves[k] for k in template])
+    state = TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=tree["params"], rest=tree["rest"],
+                       opt_state={})
+    return task.predict(task.models(state), inputs)
+
+  spec = task.export_spec()
+  (b,) = jax.export.symbolic_shape("b")
+  input_specs = {name: jax.ShapeDtypeStruct((b, *s["shape"]), np.dtype(s["dtype"]))
+                 for name, s in spec["inputs"].items()}
+  var_specs = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in flat.items()}
+  exported = jax.export.export(jax.jit(infer), platforms=platforms)(var_specs, input_specs)
+
+  os.makedirs(out, exist_ok=True)
+  host = {k: np.asarray(jax.device_get(v)) for k, v in flat.items()}
+  np.savez(os.path.join(out, "variables.npz"), **host)
+  with open(os.path.join(out, "inference.jaxexport"), "wb") as f:
+    f.write(exported.serialize())
+  pure = jax.tree.map(np.asarray, {"params": {n: nnx.to_pure_dict(p) for n, p in restored["params"].items()},
+                                   "rest": {n: nnx.to_pure_dict(nnx.split_state(r, _not_key, ...)[0])
+                                            for n, r in restored["rest"].items()}})
+  with ocp.StandardCheckpointer() as params_ckpt:
+    params_ckpt.save(os.path.abspath(os.path.join(out, "params")), pure, force=True)
+    params_ckpt.wait_until_finished()
+  manifest = {"task": config.task, "step": int(step), "platforms": list(platforms), "config": config.to_dict(),
+              "inputs": spec["inputs"], "normalisation": spec.get("normalisation", ""), "outputs": spec["outputs"],
+              "rng": _KEY}
+  with open(os.path.join(out, "manifest.json"), "w", encoding="utf-8") as f:
+    json.dump(manifest, f, indent=2, default=str)
+  return manifest
+
+
+def _not_key(path, variable) -> bool:
+  del path
+  return not _is_key(variable)
+
+
+def load(export_dir: str) -> Callable[[dict], dict]:
+  """The exported inference function: `fn({input_name: array [B, ...]}) -> {output_name: array}`."""
+  with open(os.path.join(export_dir, "inference.jaxexport"), "rb") as f:
+    exported = jax.export.deserialize(bytearray(f.read()))
+  with np.load(os.path.join(export_dir, "variables.npz")) as z:
+    variables = {k: jax.numpy.asarray(z[k]) for k in z.files}
+
+  def fn(inputs: dict) -> dict:
+    return exported.call(variables, inputs)
+
+  return fn
+
+
+def main(argv) -> None:
+  del argv
+  from absl import flags
+  f = flags.FLAGS
+  manifest = export(f.workdir, f.out, f.step if f.step >= 0 else None, tuple(f.platforms.split(",")))
+  print(json.dumps({k: manifest[k] for k in ("task", "step", "inputs", "outputs")}, indent=2))
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/.", required=True)
+  flags.DEFINE_string("out", None, "Export directory to write.", required=True)
+  flags.DEFINE_integer("step", -1, "Checkpoint step (default: latest).")
+  flags.DEFINE_string("platforms", "cpu,cuda,tpu", "Comma-separated lowering platforms.")
+  app.run(main)

@@ -1,0 +1,254 @@
+"""The training engine on the toy task: loss falls, mesh equivalence, exact resume after SIGKILL, SIGTERM saves,
+restore onto another mesh, two-process jax.distributed, export round trip, two-stage init_from with freezing,
+a GAN step with two optimizers, gradient accumulation, non-finite loss."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from common.train import checkpoint, export, loop
+from tests import toy_task
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def config(**overrides):
+  c = toy_task.get_config()
+  for k, v in overrides.items():
+    target = c
+    *parents, leaf = k.split(".")
+    for p in parents:
+      target = target[p]
+    target[leaf] = v
+  return c
+
+
+def losses(workdir, key="train/loss"):
+  out = {}
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      rec = json.loads(line)
+      if key in rec:
+        out[rec["step"]] = rec[key]
+  return out
+
+
+def saved_params(workdir, step=None):
+  ck = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
+  raw = ck.restore_raw(step)
+  ck.close()
+  return loop._flat(raw["params"])
+
+
+def rel_err(a, b):
+  return max(np.linalg.norm(np.asarray(a[k]) - np.asarray(b[k])) / max(np.linalg.norm(np.asarray(b[k])), 1e-12)
+             for k in b)
+
+
+def cli(workdir, *flags, env=None):
+  return [sys.executable, "-m", "common.train.cli", "--config=tests/toy_task.py", f"--workdir={workdir}", *flags]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+  """An uninterrupted 30-step run on the 4-device mesh (the reference for resume tests)."""
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  metrics = loop.train_and_evaluate(config(total_steps=30), workdir)
+  return workdir, metrics
+
+
+def test_loss_falls_and_everything_is_logged(reference_run):
+  workdir, metrics = reference_run
+  train = losses(workdir)
+  assert sorted(train) == list(range(1, 31))
+  assert np.mean([train[s] for s in (28, 29, 30)]) < 0.7 * np.mean([train[s] for s in (1, 2, 3)])
+  assert losses(workdir, "eval/loss")[30] == pytest.approx(metrics["loss"])
+  assert metrics["loss"] < 0.6
+  assert os.path.exists(os.path.join(workdir, "config.json"))
+  assert os.path.isdir(os.path.join(workdir, "tensorboard"))
+
+
+@pytest.mark.parametrize("mesh", [dict(data=4, fsdp=1), dict(data=2, fsdp=2)])
+def test_sharded_training_matches_one_device(tmp_path, mesh):
+  common = dict(total_steps=6, width=16, fsdp_min_size=0, block_every_step=True, eval_every=0)
+  loop.train_and_evaluate(config(**common, **{"mesh.data": 1, "mesh.fsdp": 1}), str(tmp_path / "one"))
+  loop.train_and_evaluate(config(**common, **{"mesh.data": mesh["data"], "mesh.fsdp": mesh["fsdp"]}),
+                          str(tmp_path / "many"))
+  one, many = saved_params(str(tmp_path / "one")), saved_params(str(tmp_path / "many"))
+  assert rel_err(many, one) < 1e-5
+  assert losses(str(tmp_path / "many")) == pytest.approx(losses(str(tmp_path / "one")), rel=1e-5)
+
+
+def test_fsdp_actually_shards_parameters():
+  from common.train import mesh as mesh_lib
+  task = loop.build_task(config(width=16))
+  abstract = jax.eval_shape(task.init, jax.random.key(0))
+  sh = mesh_lib.state_shardings(mesh_lib.make_mesh(2, 2), abstract, [(".*", "fsdp")], fsdp_min_size=0)
+  assert sh.params["model"]["conv1"]["kernel"].spec == jax.P(None, None, None, "fsdp")
+  mu = jax.tree.leaves(sh.opt_state["model"])
+  assert any(s.spec == jax.P(None, None, None, "fsdp") for s in mu)
+
+
+def test_checkpoint_from_four_devices_evaluates_on_one(reference_run):
+  workdir, metrics = reference_run
+  one = loop.evaluate_checkpoint(config(total_steps=30, **{"mesh.data": 1}), workdir)
+  assert one["loss"] == pytest.approx(metrics["loss"], rel=1e-5)
+
+
+def _wait_for(predicate, proc, timeout=240):
+  end = time.time() + timeout
+  while time.time() < end:
+    if predicate():
+      return
+    if proc.poll() is not None:
+      raise AssertionError(f"training exited early with {proc.returncode}: {proc.stderr.read()[-3000:]}")
+    time.sleep(0.2)
+  proc.kill()
+  raise AssertionError("timed out waiting for the training subprocess")
+
+
+def _logged_steps(workdir):
+  try:
+    return max(losses(workdir), default=0)
+  except (FileNotFoundError, json.JSONDecodeError):
+    return 0
+
+
+def _checkpoints(workdir):
+  d = os.path.join(workdir, "checkpoints")
+  return sorted(int(s) for s in os.listdir(d) if s.isdigit()) if os.path.isdir(d) else []
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_resumes_with_identical_losses(reference_run, tmp_path):
+  ref = losses(reference_run[0])
+  workdir = str(tmp_path / "killed")
+  flags = ["--config.total_steps=30", "--config.step_delay=0.02"]
+  proc = subprocess.Popen(cli(workdir, *flags), cwd=REPO, stderr=subprocess.PIPE, text=True)
+  _wait_for(lambda: _checkpoints(workdir) and _checkpoints(workdir)[-1] >= 10 and _logged_steps(workdir) >= 12,
+            proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = _logged_steps(workdir)
+  assert killed_at < 30
+  done = subprocess.run(cli(workdir, *flags), cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "resumed from" in done.stderr
+  resumed = losses(workdir)
+  assert sorted(resumed) == list(range(1, 31))
+  assert resumed == ref  # bit-exact, every step, before and after the kill
+
+
+@pytest.mark.slow
+def test_sigterm_saves_current_step_and_exits_cleanly(reference_run, tmp_path):
+  workdir = str(tmp_path / "term")
+  flags = ["--config.total_steps=30", "--config.step_delay=0.02", "--config.checkpoint_every=1000"]
+  proc = subprocess.Popen(cli(workdir, *flags), cwd=REPO, stderr=subprocess.PIPE, text=True)
+  _wait_for(lambda: _logged_steps(workdir) >= 7, proc)
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=120) == 0
+  stopped_at = _logged_steps(workdir)
+  assert stopped_at < 30
+  assert _checkpoints(workdir)[-1] == stopped_at
+  done = subprocess.run(cli(workdir, *flags), cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert losses(workdir) == losses(reference_run[0])
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path):
+  """jax.distributed over 2 CPU processes x 2 devices == 1 process x 4 devices (dropout off: per-position
+  dropout masks legitimately differ when processes interleave their shards in the global batch)."""
+  single = str(tmp_path / "single")
+  loop.train_and_evaluate(config(total_steps=8, dropout=0.0, eval_every=0), single)
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  multi = str(tmp_path / "multi")
+  procs = []
+  for i in range(2):
+    env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+               JAX_PROCESS_ID=str(i), JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    procs.append(subprocess.Popen(cli(multi, "--config.total_steps=8", "--config.dropout=0.0",
+                                      "--config.eval_every=0", "--config.block_every_step=True"),
+                                  cwd=REPO, env=env, stderr=subprocess.PIPE, text=True))
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+  assert losses(multi) == pytest.approx(losses(single), rel=1e-5)
+  assert rel_err(saved_params(multi), saved_params(single)) < 1e-5
+
+
+def test_export_loads_in_fresh_process_and_matches_live_model(reference_run, tmp_path):
+  workdir, _ = reference_run
+  out = str(tmp_path / "export")
+  manifest = export.export(workdir, out)
+  assert manifest["task"] == "tests.toy_task:ToyTask" and manifest["step"] == 30
+  x = np.random.default_rng(0).random((5, 8, 8, 3), dtype=np.float32)
+  np.save(tmp_path / "x.npy", x)
+  script = ("import sys, numpy as np; from common.train.export import load; "
+            f"fn = load({out!r}); np.save({str(tmp_path / 'y.npy')!r}, "
+            f"np.asarray(fn({{'image': np.load({str(tmp_path / 'x.npy')!r})}})['probs']))")
+  done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "tensorflow" not in done.stderr.lower()
+  task = loop.build_task(config(total_steps=30))
+  ck = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
+  abstract = jax.eval_shape(task.init, jax.random.key(0))
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  restored, _ = ck.restore(jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), abstract),
+                           with_data=False)
+  ck.close()
+  live = task.predict(task.models(loop.TrainState(**restored)), {"image": x})["probs"]
+  np.testing.assert_allclose(np.load(tmp_path / "y.npy"), np.asarray(live), rtol=1e-5, atol=1e-6)
+  batch_of_two = export.load(out)({"image": x[:2]})["probs"]  # the batch dimension is symbolic
+  assert batch_of_two.shape == (2, 8, 8)
+
+
+def test_stage_two_initialises_from_stage_one_with_frozen_part(tmp_path):
+  stage1 = str(tmp_path / "stage1")
+  loop.train_and_evaluate(config(total_steps=5, eval_every=0), stage1)
+  stage2 = str(tmp_path / "stage2")
+  loop.train_and_evaluate(config(total_steps=5, eval_every=0, freeze=["model/conv1"],
+                                 **{"init_from.workdir": stage1, "init_from.include": "params/|rest/"}), stage2)
+  p1, p2 = saved_params(stage1), saved_params(stage2)
+  np.testing.assert_array_equal(p2["model/conv1/kernel"], p1["model/conv1/kernel"])
+  assert not np.allclose(p2["model/conv2/kernel"], p1["model/conv2/kernel"])
+  with pytest.raises(ValueError, match="no parameter matched"):
+    loop.train_and_evaluate(config(total_steps=1, **{"init_from.workdir": stage1, "init_from.include": "nothing"}),
+                            str(tmp_path / "bad"))
+
+
+def test_gan_task_updates_both_models_and_resumes(tmp_path):
+  workdir = str(tmp_path / "gan")
+  c = config(task="tests.toy_task:ToyGanTask", total_steps=4, eval_every=0, checkpoint_every=2)
+  loop.train_and_evaluate(c, workdir)
+  c.total_steps = 6
+  loop.train_and_evaluate(c, workdir)
+  assert sorted(losses(workdir)) == list(range(1, 7))
+  p4, p6 = saved_params(workdir, 4), saved_params(workdir, 6)
+  for name in ("generator/conv1/kernel", "discriminator/conv1/kernel"):
+    assert not np.allclose(p4[name], p6[name])
+
+
+def test_gradient_accumulation_matches_full_batch(tmp_path):
+  common = dict(total_steps=3, use_bn=False, dropout=0.0, eval_every=0)
+  loop.train_and_evaluate(config(**common), str(tmp_path / "full"))
+  loop.train_and_evaluate(config(**common, grad_accum_steps=2), str(tmp_path / "accum"))
+  assert rel_err(saved_params(str(tmp_path / "accum")), saved_params(str(tmp_path / "full"))) < 1e-5
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_checkpoints(tmp_path):
+  workdir = str(tmp_path / "nan")
+  loop.train_and_evaluate(config(total_steps=4, eval_every=0, checkpoint_every=2), workdir)
+  with pytest.raises(FloatingPointError, match="non-finite metrics at step"):
+    loop.train_and_evaluate(config(total_steps=8, eval_every=0, checkpoint_every=2,
+                                   **{"optimizer.lr": 1e38}), workdir)
+  assert _checkpoints(workdir)[-1] == 4
