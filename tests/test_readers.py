@@ -353,3 +353,33 @@ def test_track_boxes_interpolates_holds_and_rejects_outliers():
   assert with_outlier[9][0] < 25  # a single-frame false positive is median-filtered away
   assert face_detection.enlarge_box((10, 10, 30, 30), 1.3, 100, 100) == (7, 7, 33, 33)
   assert face_detection.enlarge_box((0, 0, 20, 20), 1.3, 100, 100) == (0, 0, 26, 26)  # shifted inside
+
+
+# ------------------------------------------------------------------------------------------ demo corpus
+def test_every_reader_reads_the_tiny_demo_corpus(tmp_path):
+  from common.data import demo
+  out = str(tmp_path / "demo")
+  demo.build(out, seed=0, scale="tiny")
+  clips = VideoInpaintingReader(os.path.join(out, "video_inpainting"), "train", clip_length=3,
+                                include_pristine=True)
+  assert len(clips) > 0 and {clips[i]["label"] for i in range(len(clips))} == {0, 1}
+  assert clips[0]["frames"].shape[0] == 3 and clips[0]["mask"].shape == clips[0]["frames"].shape[1:3]
+  for split in ("train", "test"):
+    folder = ImageManipulationReader(os.path.join(out, "image_manipulation", split))
+    listed = ImageManipulationReader(json_path=os.path.join(out, "image_manipulation", f"{split}.json"))
+    assert len(folder) == len(listed) > 0
+    assert sorted(folder[i]["id"] for i in range(len(folder))) == sorted(
+        listed[i]["id"].split("/", 1)[1] for i in range(len(listed)))
+    assert all(folder[i]["mask"].any() == folder[i]["label"] for i in range(len(folder)))
+  boxes = face_detection.PrecomputedFaceBoxes(os.path.join(out, "faces", "face_boxes.json"))
+  official = FaceForensicsReader(os.path.join(out, "faces"), "train", methods=("FaceSwap", "NeuralTextures"),
+                                 frames_per_video=3, face_boxes=boxes, cache_dir=str(tmp_path / "cache"))
+  derived = FaceForensicsReader(os.path.join(out, "faces"), "train", methods=("FaceSwap", "NeuralTextures"),
+                                frames_per_video=3, face_boxes=boxes, cache_dir=str(tmp_path / "cache"),
+                                mask_source="ssim")
+  assert len(official) == len(derived) > 0
+  # The corpus's mask videos hold SSIM masks of the uncompressed frames; the reader's SSIM masks of the decoded
+  # (mp4v) crops agree with them up to compression noise (small NeuralTextures regions agree least).
+  for index in range(0, len(official), 2):
+    assert official[index]["label"] == 1 and official[index]["mask"].any()
+    assert iou(official[index]["mask"], derived[index]["mask"]) > 0.6, official[index]["id"]

@@ -10,7 +10,8 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from common.data import face_detection, pipeline  # noqa: E402
-from common.data.readers import DataError, FaceForensicsReader, ImageManipulationReader, VideoInpaintingReader  # noqa: E402,E501
+from common.data.readers import (DataError, FaceForensicsReader, ImageManipulationReader,  # noqa: E402
+                                 VideoInpaintingReader)
 from common.data.tfds_builders import _base  # noqa: E402
 from common.data.tfds_builders.ffpp_faces import ffpp_faces_dataset_builder  # noqa: E402
 from common.data.tfds_builders.image_manipulation import image_manipulation_dataset_builder  # noqa: E402
