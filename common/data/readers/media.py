@@ -108,8 +108,8 @@ def read_mask(path, rule: str = "object") -> np.ndarray:
 
   Rules:
     'object' (segmentation annotations, DAVIS / YouTube-VOS): a palette PNG is 1 where its palette index is
-      nonzero (any object); any other image is 1 where its gray level (channel mean) is > 127, except 0/1 label
-      maps (maximum 1), which are taken as they are.
+      nonzero (any object); any other image is 1 where its level (the maximum over color channels, so that
+      colored object masks count) is > 127, except 0/1 label maps (maximum 1), which are taken as they are.
     'benco' (IMDL-BenCo's ground truths): the image as RGB, 1 where the mean over the channels is > 127.5.
   """
   image = _open_image(path)
@@ -121,7 +121,7 @@ def read_mask(path, rule: str = "object") -> np.ndarray:
     return (np.asarray(image) != 0).astype(np.uint8)
   values = np.asarray(image)
   if values.ndim == 3:
-    values = values[..., :3].astype(np.float32).mean(axis=-1)
+    values = values[..., :3].max(axis=-1)
   if values.max(initial=0) <= 1:
     return (values > 0).astype(np.uint8)
   return (values > 127).astype(np.uint8)
