@@ -1,13 +1,16 @@
 """Tests of the embedded demo corpus (common.data.demo): determinism, layout and content of a tiny build."""
 import glob
+import hashlib
 import json
 import os
 
 import cv2
 import numpy as np
 import pytest
+import skimage.data
 
 from common.data import demo
+from common.data import demo_images
 from common.data import masks as mask_lib
 
 
@@ -65,7 +68,6 @@ def test_manifest_lists_every_file_with_its_hash(corpus):
                    for p in glob.glob(os.path.join(path, "**", "*"), recursive=True) if os.path.isfile(p))
   assert on_disk == sorted(list(manifest["files"]) + ["manifest.json"])
   assert manifest["version"] == demo.VERSION and manifest["scale"] == "tiny" and manifest["seed"] == 0
-  import hashlib
   for name in list(manifest["files"])[:20]:
     with open(os.path.join(path, name), "rb") as f:
       assert hashlib.sha256(f.read()).hexdigest() == manifest["files"][name]["sha256"]
@@ -223,6 +225,20 @@ def test_ensure_demo_corpus_builds_once_into_the_cache(tmp_path, monkeypatch):
     demo.build(path, scale="tiny")
 
 
+def test_ensure_demo_corpus_accepts_a_concurrent_build(tmp_path, monkeypatch):
+  final = tmp_path / demo.VERSION
+
+  def racing_parts(out_dir, seed, scale):  # another process finishes first while this one builds
+    os.makedirs(final)
+    (final / demo.MANIFEST).write_text(json.dumps({"version": demo.VERSION, "scale": "full", "winner": True}))
+    return {}
+
+  monkeypatch.setattr(demo, "_build_parts", racing_parts)
+  assert demo.ensure_demo_corpus(str(tmp_path)) == str(final)
+  assert demo.load_manifest(str(final))["winner"]
+  assert sorted(os.listdir(tmp_path)) == [demo.VERSION]
+
+
 @pytest.mark.slow
 def test_full_build(tmp_path):
   manifest = demo.build(str(tmp_path / "full"), seed=0, scale="full")
@@ -235,3 +251,42 @@ def test_full_build(tmp_path):
   assert parts["inpainting"]["train"]["pairs"] == 240 and parts["inpainting"]["test"]["pairs"] == 60
   assert len(parts["faces"]["originals"]) == 8 and parts["faces"]["frames_without_ssim_mask"] == 0
   assert 40e6 < manifest["total_bytes"] < 200e6
+
+
+@pytest.fixture(scope="module")
+def crops():
+  return (np.ascontiguousarray(skimage.data.astronaut()[100:356, 100:356]),
+          np.ascontiguousarray(skimage.data.coffee()[50:306, 200:456]))
+
+
+@pytest.mark.parametrize("kind", ["cm", "sp", "rm"])
+def test_image_forgeries_change_exactly_their_mask(kind, crops):
+  image, donor = crops
+  for seed in range(4):
+    rng = np.random.default_rng(seed)
+    if kind == "cm":
+      tampered, mask = demo_images.copy_move(rng, image)
+    elif kind == "sp":
+      tampered, mask = demo_images.splice(rng, image, donor)
+    else:
+      tampered, mask, _ = demo_images.remove_object(rng, image)
+    assert tampered.shape == image.shape and tampered.dtype == np.uint8
+    assert mask.shape == image.shape[:2] and set(np.unique(mask)) == {0, 1}
+    changed = np.any(tampered != image, axis=-1)
+    assert not np.any(changed & (mask == 0))
+    assert changed[mask > 0].mean() > 0.5
+
+
+def test_mask_generators_are_deterministic_and_sized():
+  blob = [mask_lib.blob_mask(np.random.default_rng(3), 96, 128, 0.1) for _ in range(2)]
+  np.testing.assert_array_equal(*blob)
+  assert abs(mask_lib.hole_ratio(blob[0]) - 0.1) < 0.01
+  clips = [mask_lib.moving_blob_masks(np.random.default_rng(4), 6, 64, 96, num_objects=2) for _ in range(2)]
+  np.testing.assert_array_equal(*clips)
+  assert clips[0].shape == (6, 64, 96) and clips[0].dtype == np.uint8 and clips[0].max() == 1
+  assert all(frame.any() for frame in clips[0])
+  for low, high in mask_lib.HOLE_RATIO_BINS:
+    mask = mask_lib.free_form_mask(np.random.default_rng(5), 64, 64, (low, high))
+    assert low < mask_lib.hole_ratio(mask) < high
+  with pytest.raises(ValueError):
+    mask_lib.free_form_mask(np.random.default_rng(0), 64, 64, (0.5, 0.4))

@@ -168,12 +168,12 @@ def build(out_dir: str, seed: int = DEFAULT_SEED, scale: str = "full", overwrite
     }
     with open(os.path.join(staging, MANIFEST), "w") as f:
       json.dump(manifest, f, indent=1, sort_keys=True)
-    if os.path.exists(out_dir):
+    if overwrite and os.path.exists(out_dir):
       retired = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
       os.rename(out_dir, os.path.join(retired, "corpus"))
       os.rename(staging, out_dir)
       shutil.rmtree(retired)
-    else:
+    else:  # fails if another process renamed its finished build into place meanwhile
       os.rename(staging, out_dir)
     logging.info("demo corpus (%s, seed %d): %d files, %.1f MB in %.1f s at %s", scale, seed, len(files),
                  manifest["total_bytes"] / 1e6, time.perf_counter() - start, out_dir)

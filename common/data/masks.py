@@ -186,9 +186,9 @@ def free_form_mask(rng: np.random.Generator, height: int, width: int,
     RuntimeError: if no stroke sequence lands in the range within `max_attempts` strokes.
   """
   low, high = hole_ratio_range
-  if not 0 <= low < high <= 1:
-    raise ValueError(f"invalid hole_ratio_range {hole_ratio_range}")
-  target = rng.uniform(max(low, 0.01), max(high - 0.005, max(low, 0.01)))
+  if not 0 <= low < high <= 1 or high - max(low, 0.01) < 0.01:
+    raise ValueError(f"hole_ratio_range must be a range of at least 1% within (0.01, 1], got {hole_ratio_range}")
+  target = rng.uniform(max(low, 0.01), high - 0.005)
   max_width = 0.12 * min(height, width)
   mask = np.zeros((height, width), np.uint8)
   width_scale = 1.0
