@@ -383,3 +383,31 @@ def test_every_reader_reads_the_tiny_demo_corpus(tmp_path):
   for index in range(0, len(official), 2):
     assert official[index]["label"] == 1 and official[index]["mask"].any()
     assert iou(official[index]["mask"], derived[index]["mask"]) > 0.6, official[index]["id"]
+
+
+# ---------------------------------------------------------------------------------------------- media
+def test_mask_rules(tmp_path):
+  labels = np.array([[0, 1, 2, 8]], np.uint8)
+  palette = np.array(_davis_palette(), np.uint8).reshape(256, 3)
+  palette[8] = (64, 0, 0)  # DAVIS's color of object 8: dark, still an object
+  _write_png(str(tmp_path / "palette.png"), labels, palette=palette.reshape(-1).tolist())
+  np.testing.assert_array_equal(media.read_mask(str(tmp_path / "palette.png")), [[0, 1, 1, 1]])
+  _write_png(str(tmp_path / "gray.png"), np.array([[0, 100, 128, 255]], np.uint8))
+  np.testing.assert_array_equal(media.read_mask(str(tmp_path / "gray.png")), [[0, 0, 1, 1]])
+  _write_png(str(tmp_path / "labels01.png"), np.array([[0, 1, 1, 0]], np.uint8))
+  np.testing.assert_array_equal(media.read_mask(str(tmp_path / "labels01.png")), [[0, 1, 1, 0]])
+  colored = np.array([[[0, 0, 0], [128, 0, 0], [0, 200, 0], [255, 255, 255]]], np.uint8)
+  _write_png(str(tmp_path / "rgb.png"), colored)
+  np.testing.assert_array_equal(media.read_mask(str(tmp_path / "rgb.png")), [[0, 1, 1, 1]])
+  np.testing.assert_array_equal(media.read_mask(str(tmp_path / "rgb.png"), "benco"), [[0, 0, 0, 1]])
+
+
+def test_video_frames_in_any_order(tmp_path):
+  frames = np.stack([np.full((16, 24, 3), 12 * i, np.uint8) for i in range(12)])
+  path = str(tmp_path / "clip.avi")
+  write_video(path, frames, "FFV1")  # lossless: decoded frames equal the written ones
+  for indices in ([3, 7], [9], [2, 2, 11], [0], [11, 5]):
+    np.testing.assert_array_equal(media.read_video_frames(path, indices), frames[indices])
+  assert media.probe_video(path) == (12, 16, 24)
+  masks = media.read_mask_video_frames(path, [10, 11])  # gray 120 and 132, binarised at 127
+  assert masks.dtype == np.uint8 and not masks[0].any() and masks[1].all()
