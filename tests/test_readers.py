@@ -342,6 +342,8 @@ def test_ffpp_with_cascade_detector_and_cache(ffpp_set, tmp_path):
   assert _CountingDetector.calls == calls  # detections come from the cache
   assert len(again) == len(reader) and again[3]["id"] == reader[3]["id"]
   np.testing.assert_array_equal(again[3]["image"], reader[3]["image"])
+  clone = pickle.loads(pickle.dumps(reader))  # the loaded Cython cascade is dropped and rebuilt lazily
+  np.testing.assert_array_equal(clone[2]["mask"], reader[2]["mask"])
 
 
 def test_track_boxes_interpolates_holds_and_rejects_outliers():

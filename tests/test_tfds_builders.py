@@ -51,7 +51,7 @@ def test_video_inpainting_clips_round_trip(tmp_path):
   assert batch["frames"].shape == (4, 5, 24, 32, 3) and batch["mask"].shape == (4, 24, 32)
 
 
-@pytest.mark.slow  # ~25 s: the fresh interpreter imports tensorflow_datasets (and TensorFlow)
+@pytest.mark.slow  # 10-30 s: the fresh interpreter imports tensorflow_datasets (and TensorFlow)
 def test_all_masks_config_and_reading_in_a_fresh_process(tmp_path):
   make_inpainting_set(str(tmp_path / "vi"), videos=("bear",), methods=("VI",))
   config = _base.ReaderConfig(name="clip3_all", reader_kwargs={"clip_length": 3, "target": "all"})
