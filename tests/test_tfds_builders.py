@@ -34,6 +34,7 @@ def _assert_same_records(reader, source):
     assert actual["id"] == expected["id"] and actual["label"] == expected["label"]
     for key in set(expected) - {"id", "label"}:
       assert actual[key].dtype == expected[key].dtype == np.uint8, key
+      assert actual[key].flags.writeable and expected[key].flags.writeable, key
       np.testing.assert_array_equal(actual[key], expected[key], err_msg=f"{key} of {expected['id']}")
 
 

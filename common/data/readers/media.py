@@ -88,7 +88,7 @@ def _open_image(path) -> Image.Image:
 
 def read_image(path) -> np.ndarray:
   """uint8 [H, W, 3] RGB pixels of an image file (palette, gray and alpha images converted to RGB)."""
-  return np.asarray(_open_image(path).convert("RGB"))
+  return np.array(_open_image(path).convert("RGB"))  # a writable copy (np.asarray of a PIL image is read-only)
 
 
 def image_size(path) -> tuple[int, int]:

@@ -19,8 +19,8 @@ def to_record(example: dict) -> dict:
   if "frames" in example:
     record["frames"] = np.stack([np.asarray(f, np.uint8) for f in example["frames"]])
   if "image" in example:
-    record["image"] = np.asarray(example["image"], np.uint8)
-  record["mask"] = np.asarray(example["mask"], np.uint8)
+    record["image"] = np.array(example["image"], np.uint8)  # writable copies: decoded buffers may be read-only
+  record["mask"] = np.array(example["mask"], np.uint8)
   record["label"] = int(example["label"])
   identifier = example["id"]
   record["id"] = identifier.decode() if isinstance(identifier, bytes) else str(identifier)
