@@ -2,46 +2,44 @@
 
 Two reference code bases are covered:
 
-* MSCCNet / SSSegmentation / mmseg ResNetV1c (`resnet_v1c`): deep stem (3x3 s2 -> C/2, 3x3 -> C/2,
-  3x3 -> C, each BN+ReLU), dilation with `contract_dilation` (the first block of a dilated layer uses
-  dilation // 2), PyTorch default conv init.
-* jfzhang95/pytorch-deeplab-xception (`resnet_deeplab`): classic 7x7 s2 stem, no contraction, multi-grid
-  (1, 2, 4) times the layer dilation in layer4, conv init N(0, 2 / (k*k*out)).
+* MSCCNet's SSSegmentation ResNet, i.e. mmseg ResNetV1c with `contract_dilation=True`
+  (`resnet_v1c`): deep stem (3x3 s2 -> C/2, 3x3 -> C/2, 3x3 -> C, each BN+ReLU), the first block of
+  a dilated stage runs at dilation // 2, PyTorch default conv init.
+* jfzhang95/pytorch-deeplab-xception (`resnet_deeplab`): classic 7x7 s2 stem, no contraction,
+  multi-grid (1, 2, 4) times the stage dilation in layer4, conv init N(0, 2 / (k*k*out)).
 
-In both, the stride sits on the 3x3 conv of a block (conv2) and on the 1x1 downsample conv; a 3x3 conv
-with dilation d pads d on every side; the max-pool is 3x3 s2 with (1, 1) -inf padding. Output stride 8 /
-16 / 32 uses strides (1,2,1,1) / (1,2,2,1) / (1,2,2,2) and dilations (1,1,2,4) / (1,1,1,2) / (1,1,1,1)
-for layer1..layer4.
+In both, the stride sits on the 3x3 conv of a block (conv2) and on the 1x1 downsample conv; a 3x3
+conv with dilation d pads d on every side; the max-pool is 3x3 s2 with (1, 1) -inf padding. Output
+stride 8 / 16 / 32 uses strides (1,2,1,1) / (1,2,2,1) / (1,2,2,2) and dilations (1,1,2,4) /
+(1,1,1,2) / (1,1,1,1) for layer1..layer4.
 
-Attribute names follow the torch modules so that `torch_key_to_nnx_path` maps every backbone
-`state_dict` key with a short table: `stem.{0,1,3,4,6,7}` -> `stem.{conv1,bn1,conv2,bn2,conv3,bn3}`,
-`conv1`/`bn1` (classic stem) as is, `layerK.i.*` as is, `downsample.{0,1}` -> `downsample.{conv,bn}`.
+Attribute names follow the torch modules, so `common.nn.torch_port` loads an official backbone
+`state_dict` with the short rename table of `torch_rename`: `stem.{0,1,3,4,6,7}` ->
+`stem.{conv1,bn1,conv2,bn2,conv3,bn3}`, `downsample.{0,1}` -> `downsample.{conv,bn}`; `conv1`/`bn1`
+(classic stem) and `layerK.i.convJ/bnJ` match as they are.
 
-Block container: each `layerK` is a `ResLayer`, an `nnx.Dict` whose keys are the strings "0", "1", ...
-so the NNX path of `layer3.12.conv2.weight` is ("layer3", "12", "conv2", "kernel"). String keys keep
-`nnx.to_pure_dict` outputs serialisable by `jax.export` and Orbax (an `nnx.List` would give int keys).
-NNX re-creates dict entries in sorted key order ("0", "1", "10", ...) on `nnx.merge`, so blocks are
-run by index, never by iteration order.
+Block container: each `layerK` is a `ResLayer`, an `nnx.Dict` whose keys are the strings "0", "1",
+..., so `layer3.12.conv2.weight` lives at the NNX path ("layer3", "12", "conv2", "kernel").
+String keys keep `nnx.to_pure_dict` outputs serialisable by `jax.export` and Orbax (an `nnx.List`
+would give int keys). NNX re-creates dict entries in sorted key order ("0", "1", "10", ...) on
+`nnx.merge`, so blocks are run by index, never by iteration order.
 
-BatchNorm: eps 1e-5, flax momentum 0.9 (torch 0.1), exact two-pass variance. Known train-mode difference:
-torch updates `running_var` with the unbiased batch variance, flax with the biased one.
+BatchNorm is `layers.torch_batch_norm` (eps 1e-5, torch momentum 0.1, two-pass variance); the one
+train-mode difference is that torch updates `running_var` with the unbiased batch variance.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 import dataclasses
-from typing import NamedTuple
+import re
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 from flax import nnx
-from flax import traverse_util
+
+from common.nn.layers import torch_batch_norm, torch_conv, torch_default_kernel_init
 
 Initializer = Callable[..., jax.Array]
 
-# PyTorch's default Conv2d init: kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-TORCH_DEFAULT_CONV_INIT = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 # jfzhang95's ResNet init: normal_(0, sqrt(2 / (k * k * out_channels))), untruncated.
 DEEPLAB_RESNET_CONV_INIT = jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -55,21 +53,12 @@ EXPANSION = 4
 
 
 def conv2d(in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
-           dilation: int = 1, padding: int = 0, use_bias: bool = False, dtype=None,
-           kernel_init: Initializer = TORCH_DEFAULT_CONV_INIT, bias_init: Initializer | None = None,
-           rngs: nnx.Rngs) -> nnx.Conv:
-  """`nn.Conv2d` with symmetric PyTorch padding; kernel HWIO [k, k, in, out]."""
-  extra = {} if bias_init is None else {"bias_init": bias_init}
-  return nnx.Conv(in_channels, out_channels, (kernel_size, kernel_size), strides=stride,
-                  padding=((padding, padding), (padding, padding)),
-                  kernel_dilation=dilation, use_bias=use_bias, dtype=dtype,
-                  kernel_init=kernel_init, rngs=rngs, **extra)
-
-
-def batch_norm(num_features: int, *, dtype=None, rngs: nnx.Rngs) -> nnx.BatchNorm:
-  """`nn.BatchNorm2d` defaults: eps 1e-5, torch momentum 0.1 (flax 0.9), scale 1, bias 0."""
-  return nnx.BatchNorm(num_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False,
-                       dtype=dtype, rngs=rngs)
+           dilation: int = 1, padding: int = 0, dtype=None,
+           kernel_init: Initializer = torch_default_kernel_init, rngs: nnx.Rngs) -> nnx.Conv:
+  """Bias-free `nn.Conv2d` (explicit symmetric padding); kernel HWIO [k, k, in, out]."""
+  return torch_conv(in_channels, out_channels, (kernel_size, kernel_size), stride=stride,
+                    padding=padding, dilation=dilation, use_bias=False, dtype=dtype,
+                    kernel_init=kernel_init, rngs=rngs)
 
 
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
@@ -78,19 +67,22 @@ def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
 
 
 class DeepStem(nnx.Module):
-  """ResNetV1c stem: three 3x3 conv+BN+ReLU, the first with stride 2. [B,H,W,Cin] -> [B,H/2,W/2,C]."""
+  """ResNetV1c stem: three 3x3 conv+BN+ReLU, the first with stride 2.
+
+  [B,H,W,in_channels] -> [B,H/2,W/2,stem_channels] (widths stem_channels/2, /2, 1).
+  """
 
   def __init__(self, in_channels: int, stem_channels: int, *, dtype=None,
-               kernel_init: Initializer = TORCH_DEFAULT_CONV_INIT, rngs: nnx.Rngs):
+               kernel_init: Initializer = torch_default_kernel_init, rngs: nnx.Rngs):
     mid = stem_channels // 2
     conv = lambda cin, cout, stride: conv2d(cin, cout, 3, stride=stride, padding=1, dtype=dtype,
                                             kernel_init=kernel_init, rngs=rngs)
     self.conv1 = conv(in_channels, mid, 2)
-    self.bn1 = batch_norm(mid, dtype=dtype, rngs=rngs)
+    self.bn1 = torch_batch_norm(mid, dtype=dtype, rngs=rngs)
     self.conv2 = conv(mid, mid, 1)
-    self.bn2 = batch_norm(mid, dtype=dtype, rngs=rngs)
+    self.bn2 = torch_batch_norm(mid, dtype=dtype, rngs=rngs)
     self.conv3 = conv(mid, stem_channels, 1)
-    self.bn3 = batch_norm(stem_channels, dtype=dtype, rngs=rngs)
+    self.bn3 = torch_batch_norm(stem_channels, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = jax.nn.relu(self.bn1(self.conv1(x)))
@@ -102,10 +94,10 @@ class Downsample(nnx.Module):
   """Shortcut projection: 1x1 conv with the block's stride + BN (torch `downsample.{0,1}`)."""
 
   def __init__(self, in_channels: int, out_channels: int, stride: int, *, dtype=None,
-               kernel_init: Initializer = TORCH_DEFAULT_CONV_INIT, rngs: nnx.Rngs):
+               kernel_init: Initializer = torch_default_kernel_init, rngs: nnx.Rngs):
     self.conv = conv2d(in_channels, out_channels, 1, stride=stride, dtype=dtype,
                        kernel_init=kernel_init, rngs=rngs)
-    self.bn = batch_norm(out_channels, dtype=dtype, rngs=rngs)
+    self.bn = torch_batch_norm(out_channels, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.bn(self.conv(x))
@@ -118,16 +110,16 @@ class Bottleneck(nnx.Module):
   """
 
   def __init__(self, in_channels: int, planes: int, *, stride: int = 1, dilation: int = 1,
-               dtype=None, kernel_init: Initializer = TORCH_DEFAULT_CONV_INIT,
+               dtype=None, kernel_init: Initializer = torch_default_kernel_init,
                rngs: nnx.Rngs):
     out_channels = planes * EXPANSION
     self.conv1 = conv2d(in_channels, planes, 1, dtype=dtype, kernel_init=kernel_init, rngs=rngs)
-    self.bn1 = batch_norm(planes, dtype=dtype, rngs=rngs)
+    self.bn1 = torch_batch_norm(planes, dtype=dtype, rngs=rngs)
     self.conv2 = conv2d(planes, planes, 3, stride=stride, dilation=dilation, padding=dilation,
                         dtype=dtype, kernel_init=kernel_init, rngs=rngs)
-    self.bn2 = batch_norm(planes, dtype=dtype, rngs=rngs)
+    self.bn2 = torch_batch_norm(planes, dtype=dtype, rngs=rngs)
     self.conv3 = conv2d(planes, out_channels, 1, dtype=dtype, kernel_init=kernel_init, rngs=rngs)
-    self.bn3 = batch_norm(out_channels, dtype=dtype, rngs=rngs)
+    self.bn3 = torch_batch_norm(out_channels, dtype=dtype, rngs=rngs)
     if stride != 1 or in_channels != out_channels:
       self.downsample = Downsample(in_channels, out_channels, stride, dtype=dtype,
                                    kernel_init=kernel_init, rngs=rngs)
@@ -162,8 +154,8 @@ def plan_layers(depth: int, output_stride: int, *, contract_dilation: bool,
                 multi_grid: Sequence[int] | None) -> tuple[LayerPlan, ...]:
   """Per-stage stride and per-block dilations.
 
-  mmseg / SSSegmentation: `contract_dilation=True`, `multi_grid=None` -> a stage with dilation d > 1 runs
-  its first block at d // 2 (OS8: layer3 (1,2,2,..), layer4 (2,4,4)).
+  SSSegmentation / mmseg: `contract_dilation=True`, `multi_grid=None` -> a stage with dilation
+  d > 1 runs its first block at d // 2 (OS8: layer3 (1,2,2,..), layer4 (2,4,4)).
   jfzhang95: `contract_dilation=False`, `multi_grid=(1,2,4)` -> layer4 blocks use d * multi_grid[i]
   (OS16: (2,4,8); OS8: (4,8,16)); layer4 then has len(multi_grid) blocks.
   """
@@ -207,7 +199,7 @@ class ResNet(nnx.Module):
   def __init__(self, depth: int = 50, *, output_stride: int = 8, stem: str = "deep",
                contract_dilation: bool = True, multi_grid: Sequence[int] | None = None,
                in_channels: int = 3, stem_channels: int = 64, base_channels: int = 64,
-               dtype=None, kernel_init: Initializer = TORCH_DEFAULT_CONV_INIT, rngs: nnx.Rngs):
+               dtype=None, kernel_init: Initializer = torch_default_kernel_init, rngs: nnx.Rngs):
     self.stem_type = stem
     if stem == "deep":
       self.stem = DeepStem(in_channels, stem_channels, dtype=dtype, kernel_init=kernel_init,
@@ -215,7 +207,7 @@ class ResNet(nnx.Module):
     elif stem == "classic":
       self.conv1 = conv2d(in_channels, stem_channels, 7, stride=2, padding=3, dtype=dtype,
                           kernel_init=kernel_init, rngs=rngs)
-      self.bn1 = batch_norm(stem_channels, dtype=dtype, rngs=rngs)
+      self.bn1 = torch_batch_norm(stem_channels, dtype=dtype, rngs=rngs)
     else:
       raise ValueError(f"stem must be 'deep' or 'classic', got {stem!r}")
 
@@ -264,91 +256,26 @@ def resnet_deeplab(depth: int = 101, *, output_stride: int = 16, rngs: nnx.Rngs,
                 multi_grid=(1, 2, 4), rngs=rngs, **kwargs)
 
 
-# --- torch state_dict key mapping ---------------------------------------------------------------
-
-_DEEP_STEM_MODULES = {"0": "conv1", "1": "bn1", "3": "conv2", "4": "bn2", "6": "conv3", "7": "bn3"}
-_DOWNSAMPLE_MODULES = {"0": "conv", "1": "bn"}
-_CONV_LEAVES = {"weight": "kernel", "bias": "bias"}
-_BN_LEAVES = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
+# --- PyTorch state_dict keys ---------------------------------------------------------------------
 
 
-def torch_leaf_to_nnx(module_path: tuple[str, ...], leaf: str, key: str) -> tuple[str, ...] | None:
-  """Appends the NNX leaf for a torch conv/BN leaf; a module named `bn*` is a BatchNorm.
+def torch_rename(torch_prefix: str = "",
+                 nnx_prefix: str | None = None) -> tuple[tuple[str, str], ...]:
+  """Regex renames (for `common.nn.torch_port`) from official backbone keys to this module's keys.
 
-  Returns None for `num_batches_tracked` (not part of the NNX state). Raises KeyError otherwise.
+  Keys below `torch_prefix` (e.g. "backbone_net." in MSCCNet, "backbone." in DeepLab, "" for a
+  state_dict holding only the backbone) are moved below `nnx_prefix` (default: the same), then the
+  Sequential indices are renamed:
+  `stem.{0,1,3,4,6,7}` -> `stem.{conv1,bn1,conv2,bn2,conv3,bn3}` and
+  `layerK.i.downsample.{0,1}` -> `layerK.i.downsample.{conv,bn}`. Everything else (`conv1`, `bn1`,
+  `layerK.i.convJ/bnJ`) already matches, block indices included.
   """
-  if leaf == "num_batches_tracked":
-    return None
-  table = _BN_LEAVES if module_path[-1].startswith("bn") else _CONV_LEAVES
-  if leaf not in table:
-    raise KeyError(f"unexpected torch parameter {key!r}")
-  return module_path + (table[leaf],)
-
-
-def torch_key_to_nnx_path(key: str) -> tuple[str, ...] | None:
-  """Maps a backbone `state_dict` key (prefix such as `backbone.` stripped) to an NNX path.
-
-  `stem.3.weight` -> ("stem", "conv2", "kernel"); `layer2.0.downsample.1.running_var` ->
-  ("layer2", "0", "downsample", "bn", "var"); `num_batches_tracked` -> None. Raises KeyError for a key
-  that is not part of the backbone (e.g. torchvision's `fc.*`). Conv kernels need OIHW -> HWIO
-  (`torch_array_to_nnx`).
-  """
-  parts = key.split(".")
-  head, leaf = parts[:-1], parts[-1]
-  if len(head) == 2 and head[0] == "stem" and head[1] in _DEEP_STEM_MODULES:
-    module = ("stem", _DEEP_STEM_MODULES[head[1]])
-  elif len(head) == 1 and head[0] in ("conv1", "bn1"):
-    module = (head[0],)
-  elif (len(head) in (3, 4) and head[0] in ("layer1", "layer2", "layer3", "layer4")
-        and head[1].isdigit()):
-    if len(head) == 3 and head[2] in ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3"):
-      module = tuple(head)
-    elif len(head) == 4 and head[2] == "downsample" and head[3] in _DOWNSAMPLE_MODULES:
-      module = (head[0], head[1], "downsample", _DOWNSAMPLE_MODULES[head[3]])
-    else:
-      raise KeyError(f"unexpected torch ResNet key {key!r}")
-  else:
-    raise KeyError(f"unexpected torch ResNet key {key!r}")
-  return torch_leaf_to_nnx(module, leaf, key)
-
-
-def torch_array_to_nnx(array):
-  """Torch layout -> NNX layout: conv OIHW -> HWIO, vectors unchanged."""
-  return array.transpose(2, 3, 1, 0) if array.ndim == 4 else array
-
-
-class LoadReport(NamedTuple):
-  """Outcome of `load_torch_state_dict`: keys mapped to None, and NNX variables left untouched."""
-  dropped: list[str]
-  missing: list[str]
-
-
-def load_torch_state_dict(module: nnx.Module, state_dict: Mapping[str, np.ndarray],
-                          key_to_path: Callable[[str], tuple[str, ...] | None]) -> LoadReport:
-  """Copies a torch-layout `state_dict` (numpy arrays) into `module`'s Param/BatchStat variables.
-
-  Raises ValueError if a key maps to no variable (or to one already filled) or if a shape differs
-  after `torch_array_to_nnx`. Returns the dropped keys (`key_to_path` -> None) and the dotted paths of
-  the variables no key filled; a converter loading a whole model requires `missing == []`.
-  """
-  state = nnx.state(module, (nnx.Param, nnx.BatchStat))
-  targets = {path: var.shape for path, var in nnx.to_flat_state(state)}
-  values, dropped, unused, mismatched = {}, [], [], []
-  for key, array in state_dict.items():
-    path = key_to_path(key)
-    if path is None:
-      dropped.append(key)
-    elif path not in targets or path in values:
-      unused.append(f"{key} -> {'.'.join(path)}")
-    else:
-      value = torch_array_to_nnx(np.asarray(array))
-      if value.shape != targets[path]:
-        mismatched.append(f"{key}: {value.shape} vs {targets[path]}")
-      values[path] = value
-  if unused or mismatched:
-    raise ValueError(f"torch state_dict does not fit the module: unused or duplicate keys "
-                     f"{unused}, shape mismatches {mismatched}")
-  nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(
-      {path: jnp.asarray(v) for path, v in values.items()}))
-  nnx.update(module, state)
-  return LoadReport(dropped, sorted(".".join(p) for p in set(targets) - set(values)))
+  dst = torch_prefix if nnx_prefix is None else nnx_prefix
+  move = [("^" + re.escape(torch_prefix), dst)] if dst != torch_prefix else []
+  at = "^" + re.escape(dst)
+  stem = [(rf"{at}stem\.{i}\.", f"{dst}stem.{name}.") for i, name in
+          (("0", "conv1"), ("1", "bn1"), ("3", "conv2"), ("4", "bn2"), ("6", "conv3"),
+           ("7", "bn3"))]
+  downsample = [(rf"{at}(layer[1-4]\.\d+)\.downsample\.{i}\.", rf"{dst}\1.downsample.{name}.")
+                for i, name in (("0", "conv"), ("1", "bn"))]
+  return tuple(move + stem + downsample)
