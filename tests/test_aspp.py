@@ -1,5 +1,5 @@
-"""DeepLabV3+ ASPP and decoder: PyTorch parity on the golden tensors, torch key coverage of the full
-DeepLab ResNet-101 OS16 head, align_corners resize, dropout modes."""
+"""DeepLabV3+ ASPP and decoder: PyTorch parity on the golden tensors (final align_corners upsample
+included), key coverage of the full DeepLab ResNet-101 OS16 model, dropout modes, renames."""
 import json
 import os
 
