@@ -350,29 +350,32 @@ def test_padded_samples_are_ignored_by_every_metric():
 def test_video_frame_metrics_follow_vilocal_protocol():
   scores, gt = dataset(8)[:2]
   video_ratio = np.array([0.01, 0.1, 0.4, 0.3, 0.01, 0.2, 0.6, 0.04])
-  result = video_metrics_update(dict(pred_mask=scores, gt_mask=gt)).compute()
+  valid = np.ones(8, bool)
+  result = video_metrics_update(dict(pred_mask=scores, gt_mask=gt, valid=valid)).compute()
   assert_results_close(result, vilocal_reference(scores, gt))
-  result = video_metrics_update(dict(pred_mask=scores, gt_mask=gt, mask_ratio=video_ratio))
+  result = video_metrics_update(
+      dict(pred_mask=scores, gt_mask=gt, valid=valid, mask_ratio=video_ratio))
   assert_results_close(result.compute(), vilocal_reference(scores, gt, video_ratio))
 
 
 def test_tampered_only_and_defined_only_selection():
   scores, gt, pixel_valid = make_images(8, with_pixel_valid=False)
-  outputs = dict(pred_mask=scores, gt_mask=gt, pixel_valid=pixel_valid)
   f1 = np.asarray(metrics.pixel_f1(scores, gt, pixel_valid=pixel_valid))
   auc = metrics.pixel_auc(scores, gt, pixel_valid=pixel_valid)
   tampered = gt.reshape(SHAPE[0], -1).any(axis=1)
   assert not tampered.all() and not np.asarray(auc.defined).all()
-  np.testing.assert_allclose(metrics.PixelF1.from_model_output(**outputs).compute(),
-                             f1[tampered].mean(), atol=1e-7)
-  np.testing.assert_allclose(
-      metrics.PixelF1.configure(tampered_only=False).from_model_output(**outputs).compute(),
-      f1.mean(), atol=1e-7)
-  benco_auc = metrics.PixelAUC.configure(tampered_only=False, defined_only=False)
-  np.testing.assert_allclose(benco_auc.from_model_output(**outputs).compute(),
-                             np.mean(auc.auc), atol=1e-7)   # undefined images count as 0
-  np.testing.assert_allclose(metrics.PixelAUC.from_model_output(**outputs).compute(),
-                             np.mean(np.asarray(auc.auc)[np.asarray(auc.defined)]), atol=1e-7)
+  collection = clu_metrics.Collection.create(
+      f1=metrics.PixelF1,
+      f1_all=metrics.PixelF1.configure(tampered_only=False),
+      auc=metrics.PixelAUC,
+      auc_benco=metrics.PixelAUC.configure(tampered_only=False, defined_only=False))
+  result = jax.jit(lambda s, g, v: collection.single_from_model_output(
+      pred_mask=s, gt_mask=g, pixel_valid=v))(scores, gt, pixel_valid).compute()
+  np.testing.assert_allclose(result["f1"], f1[tampered].mean(), atol=1e-7)
+  np.testing.assert_allclose(result["f1_all"], f1.mean(), atol=1e-7)
+  np.testing.assert_allclose(result["auc"], np.mean(np.asarray(auc.auc)[np.asarray(auc.defined)]),
+                             atol=1e-7)
+  np.testing.assert_allclose(result["auc_benco"], np.mean(auc.auc), atol=1e-7)  # undefined -> 0
 
 
 def test_empty_selections_and_errors():
