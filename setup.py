@@ -13,6 +13,7 @@ setuptools.setup(
     python_requires=">=3.11",
     packages=setuptools.find_packages(
         include=["common*", "vilocal_jax*", "ncl_jax*", "msccnet_jax*", "delocate_jax*", "safepaint_jax*"]),
+    package_data={"common.data.tfds_builders": ["*/checksums.tsv", "*/README.md"]},
     install_requires=[
         "jax>=0.10,<0.12",
         "flax>=0.12.8",
