@@ -103,3 +103,21 @@ def test_builder_errors_name_the_missing_split_files(tmp_path):
     _build(video_inpainting_clips_dataset_builder.Builder, tmp_path / "tfds", tmp_path / "empty", "clip5_middle")
   with pytest.raises(DataError, match=r"empty: no Tp/ folder"):
     _build(image_manipulation_dataset_builder.Builder, tmp_path / "tfds", tmp_path / "empty", "default")
+
+
+@pytest.mark.slow
+def test_demo_corpus_converts_to_array_record_and_reads_back_like_the_folder_readers(tmp_path):
+  from common.data import demo
+  corpus = str(tmp_path / "demo")
+  demo.build(corpus, seed=0, scale="tiny")
+  clip3 = _base.ReaderConfig(name="clip3", reader_kwargs={"clip_length": 3})  # tiny demo videos have 4 frames
+  _build(video_inpainting_clips_dataset_builder.Builder, tmp_path / "tfds", os.path.join(corpus, "video_inpainting"),
+         clip3)
+  source = TfdsSource("video_inpainting_clips/clip3", "test", str(tmp_path / "tfds"))
+  _assert_same_records(VideoInpaintingReader(os.path.join(corpus, "video_inpainting"), "test", clip_length=3),
+                       source)
+  builder = _build(image_manipulation_dataset_builder.Builder, tmp_path / "tfds",
+                   os.path.join(corpus, "image_manipulation"), "default")
+  assert "test" in builder.info.splits
+  _assert_same_records(ImageManipulationReader(json_path=os.path.join(corpus, "image_manipulation", "test.json")),
+                       TfdsSource("image_manipulation/default", "test", str(tmp_path / "tfds")))
