@@ -252,3 +252,14 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_checkpoints(tmp_path):
     loop.train_and_evaluate(config(total_steps=8, eval_every=0, checkpoint_every=2,
                                    **{"optimizer.lr": 1e38}), workdir)
   assert _checkpoints(workdir)[-1] == 4
+
+
+def test_bfloat16_compute_keeps_float32_parameters(tmp_path):
+  workdir = str(tmp_path / "bf16")
+  metrics = loop.train_and_evaluate(config(total_steps=20, dtype="bfloat16", eval_every=0), workdir)
+  params = saved_params(workdir)
+  assert all(v.dtype == np.float32 for v in params.values())
+  train = losses(workdir)
+  assert train[20] < 0.8 * train[1] and np.isfinite(metrics["loss"])
+  events = os.listdir(os.path.join(workdir, "tensorboard"))
+  assert events and os.path.getsize(os.path.join(workdir, "tensorboard", events[0])) > 0

@@ -51,12 +51,13 @@ class Slow(grain.transforms.Map):
 class ToyNet(nnx.Module):
   """[B,8,8,3] -> logits [B,8,8] (or a [B] score with `out=1, pool=True`)."""
 
-  def __init__(self, width: int, dropout: float, use_bn: bool, rngs: nnx.Rngs, in_ch: int = 3, pool: bool = False):
+  def __init__(self, width: int, dropout: float, use_bn: bool, rngs: nnx.Rngs, in_ch: int = 3, pool: bool = False,
+               dtype=jnp.float32):
     # No bias before BatchNorm: its gradient is pure rounding noise, which Adam would amplify.
-    self.conv1 = nnx.Conv(in_ch, width, (3, 3), use_bias=not use_bn, rngs=rngs)
-    self.bn1 = nnx.BatchNorm(width, momentum=0.9, rngs=rngs) if use_bn else None
+    self.conv1 = nnx.Conv(in_ch, width, (3, 3), use_bias=not use_bn, dtype=dtype, rngs=rngs)
+    self.bn1 = nnx.BatchNorm(width, momentum=0.9, dtype=dtype, rngs=rngs) if use_bn else None
     self.drop = nnx.Dropout(dropout, rngs=rngs)
-    self.conv2 = nnx.Conv(width, 1, (1, 1), rngs=rngs)
+    self.conv2 = nnx.Conv(width, 1, (1, 1), dtype=dtype, rngs=rngs)
     self.pool = pool
 
   def __call__(self, x):
@@ -75,10 +76,10 @@ class ToyTask(Task):
 
   def build_models(self, rngs):
     c = self.config
-    return {"model": ToyNet(c.width, c.dropout, c.use_bn, rngs)}
+    return {"model": ToyNet(c.width, c.dropout, c.use_bn, rngs, dtype=self.dtype)}
 
   def loss(self, models, batch):
-    logits = models["model"](batch["image"])
+    logits = models["model"](batch["image"]).astype(jnp.float32)
     loss = optax.sigmoid_binary_cross_entropy(logits, batch["mask"].astype(jnp.float32)).mean()
     return loss, {"pixel_acc": ((logits > 0) == (batch["mask"] > 0)).mean()}
 
@@ -96,6 +97,9 @@ class ToyTask(Task):
                                     process_index=process_index, process_count=process_count)
     return pipeline.eval_batches(ToySource(c.eval_size, seed=2), batch_size=c.global_batch_size // process_count,
                                  process_index=process_index, process_count=process_count)
+
+  def image_summaries(self, state, batch):
+    return {"heatmap": jax.nn.sigmoid(self.models(state)["model"](batch["image"][:2]))[..., None]}
 
   def predict(self, models, inputs):
     return {"probs": jax.nn.sigmoid(models["model"](inputs["image"]))}
@@ -155,6 +159,9 @@ class ToyGanTask(ToyTask):
     g, _, g_grads, rest = self.grads(state, g_loss, batch, wrt=("generator",))
     state = self.apply_grads(state, g_grads, rest)
     return state.replace(step=state.step + 1), {"loss": g + d, "d_loss": d, "g_loss": g}
+
+  def image_summaries(self, state, batch):
+    return {"inpainted": jax.nn.sigmoid(self.models(state)["generator"](batch["image"][:2]))[..., None]}
 
   def eval_step(self, state, batch):
     probs = jax.nn.sigmoid(self.models(state)["generator"](batch["image"]))

@@ -76,12 +76,23 @@ class Prefetcher:
 
 
 class _StopSignal:
-  """Records SIGTERM (preemption): the loop saves at the current step and exits cleanly."""
+  """Records SIGTERM (preemption) while training: the loop saves at the current step and exits cleanly.
+
+  A context manager: the previous handler is restored when training ends.
+  """
 
   def __init__(self):
     self.received = False
+    self._previous = None
+
+  def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      signal.signal(signal.SIGTERM, self._handle)
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
   def _handle(self, signum, frame):
     del frame
@@ -134,12 +145,19 @@ def load_init_from(state: TrainState, cfg, shardings: TrainState) -> TrainState:
   return state.replace(params=new["params"], rest=new["rest"])
 
 
-def evaluate(task: Task, eval_step, state: TrainState, batch_sharding, split: str) -> dict[str, float]:
-  """Runs `eval_step` over one pass of `split`; returns the computed metrics as floats."""
+def evaluate(task: Task, eval_step, state: TrainState, batch_sharding, split: str,
+             writer=None, step: int = 0) -> dict[str, float]:
+  """Runs `eval_step` over one pass of `split`; returns the computed metrics as floats. With a `writer`, the
+  task's `image_summaries` of the first batch (e.g. prediction heatmaps) are written as images."""
   total = None
   batches = task.input_pipeline(split, process_index=jax.process_index(), process_count=jax.process_count())
   for host_batch in batches:
-    m = eval_step(state, mesh_lib.global_batch(host_batch, batch_sharding))
+    batch = mesh_lib.global_batch(host_batch, batch_sharding)
+    if writer is not None and total is None:
+      images = task.image_summaries(state, batch)
+      if images:
+        writer.write_images(step, {f"{split}/{k}": np.asarray(v) for k, v in images.items()})
+    m = eval_step(state, batch)
     total = m if total is None else total.merge(m)
   if total is None:
     raise ValueError(f"evaluation split {split!r} produced no batch")
@@ -171,6 +189,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
   with jax.set_mesh(mesh):
     restored, _ = ckpt.restore(_abstract_with(abstract, state_sh), step, with_data=False)
+    ckpt.close()
     eval_step = jax.jit(task.eval_step, in_shardings=(state_sh, batch_sh))
     return evaluate(task, eval_step, TrainState(**restored), batch_sh, split or config.eval_split)
 
@@ -185,8 +204,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints,
                                best_metric=config.get("best_metric", ""), best_mode=config.get("best_mode", "max"),
                                save_every=config.checkpoint_every, async_save=config.get("async_checkpoints", True))
-  stop = _StopSignal()
-  with jax.set_mesh(mesh):
+  with _StopSignal() as stop, jax.set_mesh(mesh):
     rng = jax.random.key(config.seed)
     start = ckpt.latest_step()
     data_state = None
@@ -242,7 +260,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             writer.write_scalars(step, scalars)
         if (config.eval_every and step % config.eval_every == 0) or is_last:
           with progress.timed("eval"):
-            eval_metrics = evaluate(task, eval_step, state, batch_sh, config.eval_split)
+            eval_metrics = evaluate(task, eval_step, state, batch_sh, config.eval_split, writer, step)
           writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
           writer.flush()
         metrics_for_ckpt = {f"eval/{k}": v for k, v in eval_metrics.items()} if eval_metrics else None

@@ -65,6 +65,7 @@ class Task(abc.ABC):
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
+    self.dtype = jnp.dtype(config.get("dtype", "float32"))  # compute dtype; parameters stay float32
     abstract = nnx.eval_shape(lambda: self.build_models(nnx.Rngs(0)))
     self.model_names = tuple(abstract)
     self._train_gd = {n: nnx.split(train_view(m), nnx.Param, ...)[0] for n, m in abstract.items()}
@@ -96,6 +97,11 @@ class Task(abc.ABC):
   def export_spec(self) -> dict:
     """Manifest fields: inputs {name: {shape (batch excluded), dtype}}, normalisation, outputs {name: meaning}."""
     raise NotImplementedError(f"{type(self).__name__} is not exportable: implement export_spec()")
+
+  def image_summaries(self, state: TrainState, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Images [N, H, W, C] in [0, 1] to log at each evaluation (e.g. prediction heatmaps); none by default."""
+    del state, batch
+    return {}
 
   def make_optimizers(self) -> dict[str, optax.GradientTransformation]:
     """One optimizer per model from `config.optimizer` (override for GANs with two optimizers)."""
