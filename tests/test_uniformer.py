@@ -198,6 +198,21 @@ def test_vilocal_matches_golden(vilocal):
   assert all(e < TOL for e in errors.values()), errors
 
 
+def test_vilocal_bfloat16_compute(vilocal):
+  """Mixed precision: float32 parameters, bfloat16 compute, close to the float32 golden."""
+  data, params, _, _ = vilocal
+  cfg = dict(uniformer.vilocal_encoder_config((2, 2, 1, 1)), dtype=jnp.bfloat16)
+  encoder, _ = torch_port.init_from_torch(lambda: uniformer.UniFormer(**cfg, rngs=nnx.Rngs(0)),
+                                          torch_port.strip_prefix(params, "encoder."),
+                                          rename=VILOCAL_RENAME)
+  assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(nnx.state(encoder, nnx.Param)))
+  y = _apply(_eval(encoder), jnp.asarray(_to_channels_last(data["input/frames"])))
+  assert y.dtype == jnp.bfloat16
+  err = _rel_err(y.astype(jnp.float32), _to_channels_last(data["inter/encoder_out"]))
+  print(f"vilocal_small encoder_out bfloat16 rel err {err:.2e}")
+  assert err < 5e-2
+
+
 def test_vilocal_golden_keys_all_consumed(vilocal):
   _, params, _, encoder_report = vilocal
   assert not encoder_report.missing and not encoder_report.unused

@@ -62,16 +62,17 @@ def hp3d_kernel(channels: int = 3) -> np.ndarray:
 def hp3d(x: jax.Array) -> jax.Array:
   """ViLocal's HP3D noise layer: fixed 3-D high-pass conv then clamp to [0, 4].
 
-  Cross-correlation with zero padding (1, 2, 2) in (T, H, W), stride 1, no bias, full float32
-  precision on every backend. `[B, T, H, W, C] -> [B, T, H, W, C]`; all C outputs are equal.
+  Cross-correlation with zero padding (1, 2, 2) in (T, H, W), stride 1, no bias, computed in
+  float32 at full precision on every backend (the clamp makes it sensitive to rounding), returned
+  in the input dtype. `[B, T, H, W, C] -> [B, T, H, W, C]`; all C outputs are equal.
   """
   if x.ndim != 5:
     raise ValueError(f"HP3D expects [B, T, H, W, C], got shape {x.shape}")
-  kernel = jnp.asarray(hp3d_kernel(x.shape[-1]), dtype=x.dtype)
   y = jax.lax.conv_general_dilated(
-      x, kernel, window_strides=(1, 1, 1), padding=((1, 1), (2, 2), (2, 2)),
-      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), precision=jax.lax.Precision.HIGHEST)
-  return jnp.clip(y, 0.0, 4.0)
+      x.astype(jnp.float32), jnp.asarray(hp3d_kernel(x.shape[-1])), window_strides=(1, 1, 1),
+      padding=((1, 1), (2, 2), (2, 2)), dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+      precision=jax.lax.Precision.HIGHEST)
+  return jnp.clip(y, 0.0, 4.0).astype(x.dtype)
 
 
 class HP3D(nnx.Module):
@@ -108,8 +109,9 @@ def srm_kernel_2d(channels: int = 3, mode: str = "sum") -> np.ndarray:
 class SRMConv2D(nnx.Module):
   """Fixed 2-D SRM filter layer, zero padding 2, optional truncation to [-clip, clip].
 
-  `[B, H, W, C] -> [B, H, W, 3]` (mode 'sum') or `[B, H, W, 3C]` (mode 'per_channel').
-  MVSS-Net truncates with `clip=3`; RGB-N's layer and IMDL-BenCo's do not truncate (`clip=None`).
+  `[B, H, W, C] -> [B, H, W, 3]` (mode 'sum') or `[B, H, W, 3C]` (mode 'per_channel'), computed
+  in float32 at full precision and returned in the input dtype. MVSS-Net truncates with `clip=3`;
+  RGB-N's layer and IMDL-BenCo's do not truncate (`clip=None`).
   """
 
   def __init__(self, mode: str = "sum", clip: float | None = None):
@@ -120,13 +122,13 @@ class SRMConv2D(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     if x.ndim != 4:
       raise ValueError(f"SRMConv2D expects [B, H, W, C], got shape {x.shape}")
-    kernel = jnp.asarray(srm_kernel_2d(x.shape[-1], self.mode), dtype=x.dtype)
     y = jax.lax.conv_general_dilated(
-        x, kernel, window_strides=(1, 1), padding=((2, 2), (2, 2)),
+        x.astype(jnp.float32), jnp.asarray(srm_kernel_2d(x.shape[-1], self.mode)),
+        window_strides=(1, 1), padding=((2, 2), (2, 2)),
         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=jax.lax.Precision.HIGHEST)
     if self.clip is not None:
       y = jnp.clip(y, -self.clip, self.clip)
-    return y
+    return y.astype(x.dtype)
 
 
 class BayarConv2D(nnx.Module):
