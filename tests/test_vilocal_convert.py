@@ -1,0 +1,141 @@
+"""ViLocal checkpoint conversion: parity of the converted small model with the official PyTorch model's golden
+tensors, coverage of the released checkpoint's 709 keys on the full-size model, strictness, and the step-0
+run directory the engine starts from."""
+import json
+import os
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from common.nn import torch_port
+from vilocal_jax import convert
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "testdata", "golden")
+SMALL_DEPTH = (2, 2, 1, 1)
+TOL = 1e-4
+
+
+def _rel_err(ours, golden):
+  ours = np.asarray(ours, np.float64)
+  assert ours.shape == golden.shape, (ours.shape, golden.shape)
+  return float(np.linalg.norm(ours - golden) / np.linalg.norm(golden))
+
+
+@pytest.fixture(scope="module")
+def golden():
+  data = np.load(os.path.join(GOLDEN, "vilocal_small.npz"), allow_pickle=False)
+  state_dict = {k[len("param/"):]: data[k] for k in data.files if k.startswith("param/")}
+  return data, state_dict
+
+
+@pytest.fixture(scope="module")
+def converted(golden):
+  _, state_dict = golden
+  return convert.from_torch_state_dict(state_dict, depth=SMALL_DEPTH)
+
+
+def _full_state_dict():
+  """Arrays of the released checkpoint's keys and shapes (values: a per-key constant)."""
+  with open(os.path.join(GOLDEN, "vilocal_full_keys.json")) as f:
+    entries = json.load(f)["state_dict"]
+  return {e["key"]: np.full(e["shape"], i, dtype=e["dtype"]) for i, e in enumerate(entries)}
+
+
+def test_converted_small_model_matches_golden(golden, converted):
+  """NTHWC frames -> [B, H, W] logits, with the encoder and decoder intermediates, as the official model."""
+  data, _ = golden
+  module, _ = converted
+  frames = jnp.asarray(np.moveaxis(data["input/frames"], 1, -1))  # NCTHW -> NTHWC
+
+  @jax.jit
+  def forward(model, frames):
+    features = model.embed(frames)
+    return features, model.decoder(features), model(frames)
+
+  view = nnx.view(module, deterministic=True, use_running_average=True, raise_if_not_found=False)
+  with jax.default_matmul_precision("highest"):
+    features, small_logits, logits = forward(view, frames)
+  errors = {
+      "encoder_out": _rel_err(features, np.moveaxis(data["inter/encoder_out"], 1, -1)),
+      "decoder_logits": _rel_err(small_logits, data["inter/decoder_logits"][:, 0]),
+      "logits": _rel_err(logits, data["output/logits"][:, 0]),
+  }
+  print("vilocal converted small model rel errors:", {k: f"{v:.2e}" for k, v in errors.items()})
+  assert logits.dtype == jnp.float32
+  assert all(e < TOL for e in errors.values()), errors
+
+
+def test_report_consumes_every_key(golden, converted):
+  _, state_dict = golden
+  _, report = converted
+  assert not report.missing and not report.unused
+  assert set(report.loaded) | set(report.ignored) == set(state_dict)
+  assert report.ignored and all(k.endswith("num_batches_tracked") for k in report.ignored)
+  assert len(report.ignored) == sum(k.endswith("num_batches_tracked") for k in state_dict)
+
+
+def test_released_checkpoint_keys_map_onto_full_model():
+  """Every key of the 709-entry released checkpoint has a slot of the same shape (after the layout
+  transpose) in the full-size model, every slot is covered, and each value lands at its key's slot."""
+  state_dict = _full_state_dict()
+  assert len(state_dict) == 709
+  abstract = nnx.eval_shape(convert.build_model)  # the full model: tracing only, no initialisers run
+  slots = torch_port.torch_slots(abstract)
+  kept = [k for k in state_dict if not k.endswith("num_batches_tracked")]
+  renamed = torch_port.rename_keys(kept, convert.RENAME)
+  assert sorted(renamed.values()) == sorted(slots)  # nothing unused, nothing missing, no collision
+  for key, ours in renamed.items():
+    slot = slots[ours]
+    axes = torch_port.torch_to_flax_axes(slot.layout, state_dict[key].ndim)
+    assert np.transpose(state_dict[key], axes).shape == slot.shape, key
+  n_params = sum(v.size for v in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+  assert n_params == 11_272_705  # the official ViLocal() count (vilocal_full_keys.json)
+
+  report = torch_port.load_torch_state_dict(abstract, state_dict, rename=convert.RENAME)
+  assert len(report.loaded) == len(kept) and len(report.ignored) == 709 - len(kept)
+  qkv = "encoder.Res_blocks3.0.attn.qkv.weight"
+  kernel = np.asarray(abstract.encoder.blocks3["0"].attn.qkv.kernel[...])
+  assert kernel.shape == (128, 384) and np.all(kernel == state_dict[qkv].flat[0])
+  mean = np.asarray(abstract.decoder.bn.mean[...])
+  assert np.all(mean == state_dict["decoder.classifier.1.running_mean"].flat[0])
+
+
+def test_module_prefix_and_wrapped_checkpoints(golden, converted):
+  _, state_dict = golden
+  reference, _ = converted
+  wrapped = {"state_dict": {"module." + k: v for k, v in state_dict.items()}, "epoch": 4}
+  module, report = convert.from_torch_state_dict(convert.unwrap_checkpoint(wrapped), depth=SMALL_DEPTH)
+  assert not report.missing and not report.unused
+  ours, theirs = nnx.state(module, nnx.Param), nnx.state(reference, nnx.Param)
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), ours, theirs))
+  assert convert.unwrap_checkpoint({"model": state_dict}) is state_dict
+  assert convert.unwrap_checkpoint(state_dict) is state_dict
+
+
+def test_depth_comes_from_the_config(golden):
+  _, state_dict = golden
+  config = ml_collections.ConfigDict({"model": {"depth": list(SMALL_DEPTH)}})
+  _, report = convert.from_torch_state_dict(state_dict, config)
+  assert not report.missing and not report.unused
+  with pytest.raises(ValueError, match="either a config or a depth"):
+    convert.from_torch_state_dict(state_dict, config, depth=SMALL_DEPTH)
+  with pytest.raises(ValueError, match=r"missing: \['encoder\.blocks4\.1\."):  # a deeper model
+    convert.from_torch_state_dict(state_dict, depth=(2, 2, 1, 2))
+
+
+def test_wrong_shape_extra_and_missing_keys_raise(golden):
+  _, state_dict = golden
+  key = "encoder.Res_blocks1.0.conv1.weight"
+  bad_shape = dict(state_dict, **{key: state_dict[key][:, :-1]})
+  with pytest.raises(ValueError, match=r"Res_blocks1\.0\.conv1\.weight.*shape"):
+    convert.from_torch_state_dict(bad_shape, depth=SMALL_DEPTH)
+  extra = dict(state_dict, **{"decoder.classifier.4.weight": np.zeros((1,), np.float32)})
+  with pytest.raises(ValueError, match=r"unused: \['decoder\.classifier\.4\.weight'\]"):
+    convert.from_torch_state_dict(extra, depth=SMALL_DEPTH)
+  missing = {k: v for k, v in state_dict.items() if k != "decoder.classifier.3.bias"}
+  with pytest.raises(ValueError, match=r"missing: \['decoder\.conv2\.bias'\]"):
+    convert.from_torch_state_dict(missing, depth=SMALL_DEPTH)
