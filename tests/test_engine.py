@@ -213,14 +213,18 @@ def test_export_loads_in_fresh_process_and_matches_live_model(reference_run, tmp
 
 
 def test_stage_two_initialises_from_stage_one_with_frozen_part(tmp_path):
-  stage1 = str(tmp_path / "stage1")
-  loop.train_and_evaluate(config(total_steps=5, eval_every=0), stage1)
-  stage2 = str(tmp_path / "stage2")
-  loop.train_and_evaluate(config(total_steps=5, eval_every=0, freeze=["model/conv1"],
-                                 **{"init_from.workdir": stage1, "init_from.include": "params/|rest/"}), stage2)
+  c = config(total_steps=5, eval_every=0)
+  with c.unlocked():
+    c.run_stages = "stage1,stage2"
+    c.stages = {"stage1": {}, "stage2": {"init_from_stage": "stage1", "freeze": ["model/conv1"],
+                                        "init_from": {"include": "params/|rest/"}}}
+  metrics = loop.run(c, str(tmp_path))
+  stage1, stage2 = str(tmp_path / "stage1"), str(tmp_path / "stage2")
   p1, p2 = saved_params(stage1), saved_params(stage2)
   np.testing.assert_array_equal(p2["model/conv1/kernel"], p1["model/conv1/kernel"])
   assert not np.allclose(p2["model/conv2/kernel"], p1["model/conv2/kernel"])
+  assert loop.run(c, str(tmp_path)) == pytest.approx(metrics)  # rerun: both stages complete, evaluation only
+  assert sorted(losses(stage2)) == [1, 2, 3, 4, 5]
   with pytest.raises(ValueError, match="no parameter matched"):
     loop.train_and_evaluate(config(total_steps=1, **{"init_from.workdir": stage1, "init_from.include": "nothing"}),
                             str(tmp_path / "bad"))

@@ -78,7 +78,7 @@ class ToyTask(Task):
     c = self.config
     return {"model": ToyNet(c.width, c.dropout, c.use_bn, rngs, dtype=self.dtype)}
 
-  def loss(self, models, batch):
+  def loss(self, models, batch, rng):
     logits = models["model"](batch["image"]).astype(jnp.float32)
     loss = optax.sigmoid_binary_cross_entropy(logits, batch["mask"].astype(jnp.float32)).mean()
     return loss, {"pixel_acc": ((logits > 0) == (batch["mask"] > 0)).mean()}
@@ -142,7 +142,7 @@ class ToyGanTask(ToyTask):
   def train_step(self, state, batch):
     real = jnp.concatenate([batch["image"], batch["mask"][..., None].astype(jnp.float32)], -1)
 
-    def d_loss(models, batch):
+    def d_loss(models, batch, rng):
       fake = jax.lax.stop_gradient(self._fake(models, batch))
       scores = models["discriminator"](jnp.concatenate([real, fake]))
       n = real.shape[0]
@@ -150,7 +150,7 @@ class ToyGanTask(ToyTask):
               + optax.sigmoid_binary_cross_entropy(scores[n:], jnp.zeros(n)).mean())
       return loss, {}
 
-    def g_loss(models, batch):
+    def g_loss(models, batch, rng):
       score = models["discriminator"](self._fake(models, batch))
       return optax.sigmoid_binary_cross_entropy(score, jnp.ones_like(score)).mean(), {}
 

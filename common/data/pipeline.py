@@ -29,6 +29,11 @@ def _apply(ds: grain.MapDataset, transforms: Sequence[Transform], seed: int | No
   return ds
 
 
+def _without_id(record: Mapping[str, Any]) -> dict:
+  """Drops the string `id` (it names files in error messages; jit cannot carry strings)."""
+  return {k: v for k, v in record.items() if k != "id"}
+
+
 def train_dataset(source: Sequence[Mapping[str, Any]], *, seed: int, batch_size: int,
                   transforms: Sequence[Transform] = (), process_index: int = 0, process_count: int = 1,
                   worker_count: int = 0, read_threads: int = 4, prefetch: int = 16) -> grain.IterDataset:
@@ -43,13 +48,13 @@ def train_dataset(source: Sequence[Mapping[str, Any]], *, seed: int, batch_size:
     worker_count: grain worker processes (0: decode in the main process).
   Returns:
     An IterDataset whose iterator yields dicts of arrays with a leading batch axis and supports
-    `get_state()` / `set_state()`.
+    `get_state()` / `set_state()`. String `id`s are dropped.
   """
   if len(source) == 0:
     raise ValueError(f"training source {source!r} is empty")
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
   ds = ds[process_index::process_count]
-  ds = _apply(ds, transforms, seed)
+  ds = _apply(ds, transforms, seed).map(_without_id)
   ds = ds.batch(batch_size, drop_remainder=True)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch))
   if worker_count > 0:

@@ -23,7 +23,7 @@ def _main(argv) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   distributed.maybe_initialize()
   from common.train import loop
-  metrics = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  metrics = loop.run(_CONFIG.value, _WORKDIR.value)
   logging.info("final eval: %s", metrics)
 
 

@@ -6,13 +6,14 @@ Order (big_vision / MaxText): mesh -> abstract state -> shardings -> restore (WO
 preemption notice after saving) -> final eval -> wait for pending saves.
 
 Engine fields of a config (every method config has them; see configs/common.py):
-  task ('package.module:Class'), seed, total_steps, global_batch_size, grad_accum_steps,
+  task ('package.module:Class'), seed, total_steps (or epochs), global_batch_size, grad_accum_steps,
   mesh.{data, fsdp}, partition_rules, fsdp_min_size, optimizer.*, freeze, init_from.{workdir, step, include},
   log_every, eval_every, checkpoint_every, keep_checkpoints, best_metric, best_mode, async_checkpoints,
-  profile_steps, eval_split.
+  profile_steps, eval_split; stages (multi-stage runs, see `run`).
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 import os
@@ -233,14 +234,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if data_state is not None:
       iterator.set_state(data_state)
     batches = Prefetcher(iterator, batch_sh)
-    progress = writers.report_progress(config.total_steps, writer, config.log_every)
+    progress = writers.report_progress(task.total_steps, writer, config.log_every)
     profile = _profiler(config, workdir)
 
     pending: list[dict[str, jax.Array]] = []
     eval_metrics: dict[str, float] = {}
     step = start
+    if start >= task.total_steps:
+      logging.info("%s is complete (step %d): evaluating only", workdir, start)
+      eval_metrics = evaluate(task, eval_step, state, batch_sh, config.eval_split)
     try:
-      while step < config.total_steps:
+      while step < task.total_steps:
         with progress.timed("data", wait_jax_async_dispatch=False):
           batch, data_state = next(batches)
         state, metrics = train_step(state, batch)
@@ -250,7 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           jax.block_until_ready(state)
         profile(step)
         progress(step)
-        is_last = step == config.total_steps
+        is_last = step == task.total_steps
         want_save = ckpt.manager.should_save(step) or stop.received or is_last
         if step % config.log_every == 0 or want_save:
           scalars = {f"train/{k}": float(v) for k, v in _mean(pending).items()}
@@ -300,3 +304,40 @@ def _profiler(config, workdir: str):
   from clu import periodic_actions
   return periodic_actions.Profile(logdir=os.path.join(workdir, "profile"), first_profile=first,
                                   num_profile_steps=n)
+
+
+def stage_configs(config: ml_collections.ConfigDict, workdir: str) -> list[tuple[str, ml_collections.ConfigDict, str]]:
+  """[(stage name, config, workdir)] of a run: one stage, or one per entry of `config.run_stages`.
+
+  A multi-stage config holds `stages.<name>` override blocks (merged over the base config) and
+  `run_stages` ('stage1,stage2'); each stage runs in `workdir/<name>`. A stage's `init_from_stage: <name>`
+  makes it initialise from that stage's final checkpoint (`init_from.workdir`), the two-stage recipe.
+  """
+  names = [n for n in str(config.get("run_stages", "")).split(",") if n]
+  if not names:
+    return [("", config, workdir)]
+  runs = []
+  for name in names:
+    if name not in config.stages:
+      raise ValueError(f"run_stages names {name!r}, but config.stages has only {list(config.stages)}")
+    stage = copy.deepcopy(config)
+    with stage.unlocked():
+      overrides = stage.stages[name]
+      del stage["stages"]
+      stage.run_stages = ""
+      source = overrides.get("init_from_stage", "")
+      stage.update(ml_collections.ConfigDict({k: v for k, v in overrides.items() if k != "init_from_stage"}))
+      if source:
+        stage.init_from.workdir = os.path.join(workdir, source)
+    runs.append((name, stage, os.path.join(workdir, name) if name else workdir))
+  return runs
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Runs every stage of `config` in order (a finished stage is skipped); returns the last eval metrics."""
+  metrics = {}
+  for name, stage, stage_dir in stage_configs(config, workdir):
+    if name:
+      logging.info("stage %s -> %s", name, stage_dir)
+    metrics = train_and_evaluate(stage, stage_dir)
+  return metrics

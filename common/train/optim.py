@@ -2,10 +2,11 @@
 
 Fields (all optional but `name` and `lr`):
   name: 'sgd' | 'adam' | 'adamw'; lr: peak learning rate;
-  schedule: 'constant' | 'cosine' | 'poly' | 'step'; warmup_steps; decay_steps (default: the run's total steps);
+  schedule: 'constant' | 'cosine' | 'poly' | 'step'; warmup_steps; decay_steps or decay_epochs (default: the
+    run's total steps; a decay longer than the run stops part-way, as ViLocal's stage 2 does);
   end_lr (cosine / poly floor); power (poly, 0.9 as mmseg); step_boundaries + step_factor ('step');
-  schedule_granularity: the schedule advances in whole multiples of this many steps (e.g. steps per epoch, for
-    the per-epoch schedules of the official PyTorch code); 1 by default;
+  per_epoch: the schedule advances once per epoch (the official PyTorch codes step their schedulers per epoch),
+    i.e. it is evaluated at the first step of the current epoch; False by default;
   weight_decay; momentum, nesterov (sgd); b1, b2, eps (adam/adamw); clip_grad_norm (0: off).
 SGD weight decay is added to the gradient before momentum, as torch.optim.SGD does; AdamW decay is decoupled.
 """
@@ -14,10 +15,13 @@ from __future__ import annotations
 import optax
 
 
-def make_schedule(cfg, total_steps: int) -> optax.Schedule:
+def make_schedule(cfg, total_steps: int, steps_per_epoch: int | None = None) -> optax.Schedule:
   lr = float(cfg.lr)
   warmup = int(cfg.get("warmup_steps", 0))
-  decay_steps = int(cfg.get("decay_steps", 0) or total_steps) - warmup
+  decay_epochs = cfg.get("decay_epochs", 0)
+  if decay_epochs and not steps_per_epoch:
+    raise ValueError("optimizer.decay_epochs needs the task's steps per epoch")
+  decay_steps = int(cfg.get("decay_steps", 0) or decay_epochs * (steps_per_epoch or 0) or total_steps) - warmup
   kind = cfg.get("schedule", "constant")
   end_lr = float(cfg.get("end_lr", 0.0))
   if kind == "constant":
@@ -32,15 +36,16 @@ def make_schedule(cfg, total_steps: int) -> optax.Schedule:
   else:
     raise ValueError(f"unknown learning-rate schedule {kind!r}")
   sched = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup]) if warmup else main
-  granularity = int(cfg.get("schedule_granularity", 1))
-  if granularity > 1:
-    return lambda step: sched((step // granularity) * granularity)
+  if cfg.get("per_epoch", False):
+    if not steps_per_epoch:
+      raise ValueError("optimizer.per_epoch needs the task's steps per epoch")
+    return lambda step: sched((step // steps_per_epoch) * steps_per_epoch)
   return sched
 
 
-def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(cfg, total_steps: int, steps_per_epoch: int | None = None) -> optax.GradientTransformation:
   """The optax transformation described by `cfg` (see the module docstring)."""
-  sched = make_schedule(cfg, total_steps)
+  sched = make_schedule(cfg, total_steps, steps_per_epoch)
   name = cfg.name
   wd = float(cfg.get("weight_decay", 0.0))
   if name == "sgd":

@@ -4,7 +4,7 @@ A task owns one or more NNX models (a dict: `{"model": ...}` for a supervised me
 "discriminator": ...}` for a GAN), one optax optimizer per trained model, and four functions:
 
   init(rng) -> TrainState                      provided here from `build_models` / `make_optimizers`
-  train_step(state, batch) -> (state, metrics)  pure; default: one gradient step on `loss`
+  train_step(state, batch) -> (state, metrics)  pure; default: one gradient step on `loss(models, batch, rng)`
   eval_step(state, batch) -> clu metrics.Collection
   input_pipeline(split, process_index, process_count) -> iterable of host batches (dicts of numpy arrays)
 
@@ -66,6 +66,8 @@ class Task(abc.ABC):
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     self.dtype = jnp.dtype(config.get("dtype", "float32"))  # compute dtype; parameters stay float32
+    epochs = config.get("epochs", 0)
+    self.total_steps = int(epochs * self.steps_per_epoch() if epochs else config.total_steps)
     abstract = nnx.eval_shape(lambda: self.build_models(nnx.Rngs(0)))
     self.model_names = tuple(abstract)
     self._train_gd = {n: nnx.split(train_view(m), nnx.Param, ...)[0] for n, m in abstract.items()}
@@ -78,8 +80,10 @@ class Task(abc.ABC):
   def build_models(self, rngs: nnx.Rngs) -> dict[str, nnx.Module]:
     """Constructs the task's models with fresh parameters."""
 
-  def loss(self, models: dict[str, nnx.Module], batch: Mapping[str, jax.Array]) -> tuple[jax.Array, Metrics]:
-    """Scalar loss and scalar metrics for the default `train_step`; models are in train mode."""
+  def loss(self, models: dict[str, nnx.Module], batch: Mapping[str, jax.Array],
+           rng: jax.Array) -> tuple[jax.Array, Metrics]:
+    """Scalar loss and scalar metrics for the default `train_step`; models are in train mode; `rng` is a key
+    for losses that sample (fresh per step and micro-batch, reproducible from the seed and the step)."""
     raise NotImplementedError(f"{type(self).__name__} must implement loss() or override train_step()")
 
   @abc.abstractmethod
@@ -103,9 +107,15 @@ class Task(abc.ABC):
     del state, batch
     return {}
 
+  def steps_per_epoch(self) -> int:
+    """Optimizer steps per pass over the training split (needed for `config.epochs` and per-epoch schedules)."""
+    raise NotImplementedError(f"{type(self).__name__} does not know its epoch length: set config.total_steps")
+
   def make_optimizers(self) -> dict[str, optax.GradientTransformation]:
     """One optimizer per model from `config.optimizer` (override for GANs with two optimizers)."""
-    return {n: optim.make_optimizer(self.config.optimizer, self.config.total_steps) for n in self.model_names}
+    opt = self.config.optimizer
+    per_epoch = self.steps_per_epoch() if opt.get("per_epoch", False) or opt.get("decay_epochs", 0) else None
+    return {n: optim.make_optimizer(self.config.optimizer, self.total_steps, per_epoch) for n in self.model_names}
 
   # ---------------------------------------------------------------- provided
   def is_frozen(self, model_name: str, path) -> bool:
@@ -135,7 +145,7 @@ class Task(abc.ABC):
             wrt: tuple[str, ...] | None = None) -> tuple[jax.Array, Metrics, dict, dict]:
     """Loss, metrics, gradients w.r.t. the trainable params of models `wrt`, and the updated `rest`.
 
-    `loss_fn(models, batch) -> (loss, metrics)` sees all models in train mode. With
+    `loss_fn(models, batch, rng) -> (loss, metrics)` sees all models in train mode. With
     `config.grad_accum_steps = k > 1` the batch is cut into k micro-batches (element i of every group of k, so
     each device keeps its share), gradients and metrics are averaged, and BatchNorm statistics / RNG streams
     advance micro-batch after micro-batch.
@@ -144,18 +154,20 @@ class Task(abc.ABC):
     split = {n: self.split_trainable(n, state.params[n]) for n in wrt}
     trainable = {n: split[n][0] for n in wrt}
 
-    def micro_loss(trainable, rest, micro):
+    step_rng = jax.random.fold_in(jax.random.key(self.config.seed), state.step)
+
+    def micro_loss(trainable, rest, micro, rng):
       params = {n: (nnx.merge_state(trainable[n], split[n][1]) if n in wrt else state.params[n])
                 for n in self.model_names}
       models = {n: nnx.merge(self._train_gd[n], params[n], rest[n], copy=True) for n in self.model_names}
-      loss, metrics = loss_fn(models, micro)
+      loss, metrics = loss_fn(models, micro, rng)
       new_rest = {n: nnx.split(m, nnx.Param, ...)[2] for n, m in models.items()}
       return loss, (metrics, new_rest)
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
     k = int(self.config.get("grad_accum_steps", 1))
     if k == 1:
-      (loss, (metrics, rest)), grads = grad_fn(trainable, state.rest, batch)
+      (loss, (metrics, rest)), grads = grad_fn(trainable, state.rest, batch, step_rng)
       return loss, metrics, grads, rest
 
     def cut(x):
@@ -165,13 +177,14 @@ class Task(abc.ABC):
 
     micro_batches = jax.tree.map(cut, dict(batch))
 
-    def body(carry, micro):
+    def body(carry, micro_and_index):
       rest, grad_sum = carry
-      (loss, (metrics, rest)), grads = grad_fn(trainable, rest, micro)
+      micro, i = micro_and_index
+      (loss, (metrics, rest)), grads = grad_fn(trainable, rest, micro, jax.random.fold_in(step_rng, i))
       return (rest, jax.tree.map(jnp.add, grad_sum, grads)), (loss, metrics)
 
     zeros = jax.tree.map(jnp.zeros_like, trainable)
-    (rest, grad_sum), (losses, metrics) = jax.lax.scan(body, (state.rest, zeros), micro_batches)
+    (rest, grad_sum), (losses, metrics) = jax.lax.scan(body, (state.rest, zeros), (micro_batches, jnp.arange(k)))
     grads = jax.tree.map(lambda g: g / k, grad_sum)
     return losses.mean(), jax.tree.map(lambda m: m.mean(0), metrics), grads, rest
 
