@@ -1,6 +1,7 @@
 """ViLocal checkpoint conversion: parity of the converted small model with the official PyTorch model's golden
 tensors, coverage of the released checkpoint's 709 keys on the full-size model, strictness, and the step-0
 run directory the engine starts from."""
+import importlib.util
 import json
 import os
 
@@ -12,9 +13,11 @@ import numpy as np
 import pytest
 
 from common.nn import torch_port
+from common.train import checkpoint, export, loop
 from vilocal_jax import convert
 
-GOLDEN = os.path.join(os.path.dirname(__file__), "testdata", "golden")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN = os.path.join(REPO, "tests", "testdata", "golden")
 SMALL_DEPTH = (2, 2, 1, 1)
 TOL = 1e-4
 
@@ -139,3 +142,69 @@ def test_wrong_shape_extra_and_missing_keys_raise(golden):
   missing = {k: v for k, v in state_dict.items() if k != "decoder.classifier.3.bias"}
   with pytest.raises(ValueError, match=r"missing: \['decoder\.conv2\.bias'\]"):
     convert.from_torch_state_dict(missing, depth=SMALL_DEPTH)
+
+
+def small_golden_config():
+  """The smoke config with the golden model's shape: depth (2, 2, 1, 1), official widths, 5 x 48 x 80 clips."""
+  spec = importlib.util.spec_from_file_location("vilocal_config", os.path.join(REPO, "configs", "vilocal.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("smoke")
+  config.model.depth = SMALL_DEPTH
+  config.model.widths = (32, 64, 128, 256)
+  config.data.height, config.data.width, config.data.clip_length = 48, 80, 5
+  return config
+
+
+def test_workdir_export_reproduces_pytorch(golden, converted, tmp_path):
+  """Converted weights -> step-0 run directory -> `common.train.export` -> the exported function gives the
+  official model's probabilities on the golden input; the run keeps the task's RNG streams."""
+  data, _ = golden
+  module, _ = converted
+  config = small_golden_config()
+  config.seed = 7  # the converter's module has the streams of seed 0
+  workdir, out = str(tmp_path / "run"), str(tmp_path / "export")
+  convert.to_workdir(module, config, workdir)
+  with pytest.raises(FileExistsError, match="already holds checkpoints"):
+    convert.to_workdir(module, config, workdir)
+
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
+  raw, saved_config = ckpt.restore_raw(0), ckpt.restore_config(0)
+  ckpt.close()
+  assert saved_config.stage == 2 and not saved_config.init_from.workdir  # the released model is stage 2's
+  saved = loop._flat(raw["params"]["model"])
+  ours = loop._flat(nnx.to_pure_dict(nnx.state(module, nnx.Param)))
+  assert saved.keys() == ours.keys() and all(np.array_equal(saved[k], ours[k]) for k in ours)
+  task = loop.build_task(saved_config)
+  fresh_rngs = jax.jit(lambda key: nnx.state(task.build_models(nnx.Rngs(key))["model"], nnx.RngState))(
+      jax.random.key(config.seed))
+  fresh_rngs = {k: (jax.random.key_data(v) if jax.dtypes.issubdtype(v.dtype, jax.dtypes.prng_key) else v)
+                for k, v in loop._flat(fresh_rngs).items()}
+  saved_rest = loop._flat(raw["rest"]["model"])
+  assert fresh_rngs and set(fresh_rngs) < set(saved_rest)
+  for key, value in fresh_rngs.items():
+    saved_value = saved_rest[key]
+    if jax.dtypes.issubdtype(saved_value.dtype, jax.dtypes.prng_key):
+      saved_value = jax.random.key_data(saved_value)
+    np.testing.assert_array_equal(np.asarray(saved_value), np.asarray(value), err_msg=key)
+
+  manifest = export.export(workdir, out, platforms=("cpu",))
+  assert manifest["inputs"]["frames"]["shape"] == [5, 48, 80, 3]
+  frames = np.moveaxis(data["input/frames"], 1, -1).astype(np.float32)
+  with jax.default_matmul_precision("highest"):
+    probs = np.asarray(export.load(out)({"frames": frames})["probs"])
+  expected = 1.0 / (1.0 + np.exp(-data["output/logits"][:, 0].astype(np.float64)))
+  err = _rel_err(probs, expected)
+  print(f"vilocal exported probs vs PyTorch sigmoid(logits): rel err {err:.2e}")
+  assert err < TOL
+
+
+def test_workdir_rejects_a_model_of_another_shape(converted, tmp_path):
+  module, _ = converted
+  config = small_golden_config()
+  config.model.depth = (2, 2, 1, 2)
+  with pytest.raises(ValueError, match="do not match the model of task"):
+    convert.to_workdir(module, config, str(tmp_path / "run"))
+  config.model.noise_layer = False
+  with pytest.raises(ValueError, match="HP3D"):
+    convert.encoder_kwargs(config)

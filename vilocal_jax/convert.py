@@ -50,19 +50,25 @@ def unwrap_checkpoint(checkpoint: Mapping) -> Mapping:
   return checkpoint
 
 
-def model_depth(config: ml_collections.ConfigDict | None = None,
-                depth: Sequence[int] | None = None) -> tuple[int, ...]:
-  """Blocks per encoder stage: `config.model.depth` if a config is given, else `depth`, else the full model's."""
-  if config is not None:
-    if depth is not None:
-      raise ValueError("pass either a config or a depth, not both")
-    return tuple(config.model.depth)
-  return tuple(FULL_DEPTH if depth is None else depth)
+def encoder_kwargs(config: ml_collections.ConfigDict | None = None,
+                   depth: Sequence[int] | None = None) -> dict:
+  """Encoder kwargs of the model a checkpoint loads into: `config.model`'s depth and widths if a config is
+  given, else `depth` (default: the released model's) with the official widths. Always with the HP3D layer:
+  it has no weights, so a checkpoint would load into a model without it and silently compute something else."""
+  if config is None:
+    return model_lib.encoder_kwargs(depth=tuple(FULL_DEPTH if depth is None else depth))
+  if depth is not None:
+    raise ValueError("pass either a config or a depth, not both")
+  m = config.model
+  if not m.get("noise_layer", True):
+    raise ValueError("config.model.noise_layer is False, but official ViLocal checkpoints are of the model "
+                     "with the HP3D noise layer")
+  return model_lib.encoder_kwargs(depth=tuple(m.depth), widths=tuple(m.get("widths", (32, 64, 128, 256))))
 
 
-def build_model(depth: Sequence[int] = FULL_DEPTH) -> model_lib.ViLocal:
-  """The ViLocal module that an official checkpoint of this depth loads into (fresh weights)."""
-  return model_lib.ViLocal(encoder=model_lib.encoder_kwargs(depth=tuple(depth)), rngs=nnx.Rngs(0))
+def build_model(encoder: dict | None = None) -> model_lib.ViLocal:
+  """The ViLocal module that a checkpoint loads into (fresh weights); default: the released model's shape."""
+  return model_lib.ViLocal(encoder=encoder or encoder_kwargs(), rngs=nnx.Rngs(0))
 
 
 def from_torch_state_dict(state_dict: Mapping[str, np.ndarray],
@@ -73,7 +79,7 @@ def from_torch_state_dict(state_dict: Mapping[str, np.ndarray],
 
   Args:
     state_dict: `{key: array}` as `ViLocal().state_dict()` names them (optionally under `module.`).
-    config: a ViLocal config; its `model.depth` sets the encoder depth.
+    config: a ViLocal config; its `model.depth` and `model.widths` shape the model.
     depth: blocks per encoder stage when no config is given (default: the released model's (5, 8, 20, 7)).
 
   Returns:
@@ -81,8 +87,27 @@ def from_torch_state_dict(state_dict: Mapping[str, np.ndarray],
     loaded and ignored (`num_batches_tracked`) keys. Raises `ValueError` on any missing, unused or
     wrong-shape key.
   """
-  stages = model_depth(config, depth)
-  return torch_port.init_from_torch(lambda: build_model(stages), state_dict, rename=RENAME)
+  encoder = encoder_kwargs(config, depth)
+  return torch_port.init_from_torch(lambda: build_model(encoder), state_dict, rename=RENAME)
+
+
+def final_stage_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The config under which converted weights are saved: the run that produced a released checkpoint.
+
+  That is the last of `config.run_stages` (for ViLocal, stage 2: the full model), not initialised from
+  anything, recorded as finished (no steps left, no per-epoch schedule), so that building its task to
+  evaluate or export it never has to count the training set's epochs.
+  """
+  from common.train import loop
+
+  _, stage, _ = loop.stage_configs(config, "")[-1]
+  stage = ml_collections.ConfigDict(stage.to_dict())
+  stage.init_from.workdir = ""
+  stage.epochs = 0
+  stage.total_steps = 0
+  stage.optimizer.per_epoch = False
+  stage.optimizer.decay_epochs = 0
+  return stage
 
 
 def _shapes(state: nnx.State) -> dict[str, tuple[int, ...]]:
@@ -91,32 +116,39 @@ def _shapes(state: nnx.State) -> dict[str, tuple[int, ...]]:
 
 
 def to_workdir(module: model_lib.ViLocal, config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Writes `module`'s weights as step 0 of a run of `config`'s task in `workdir`; returns the checkpoint dir.
+  """Writes `module`'s weights as step 0 of a run in `workdir`; returns the checkpoint directory.
 
-  The state is the task's fresh `init` (its RNG streams, seeded by `config.seed`) with `params["model"]` and
-  the BatchNorm statistics in `rest["model"]` replaced by the module's, and the optimizer state re-initialised
+  The run is `final_stage_config(config)` (for the ViLocal configs: stage 2, the stage whose result the
+  official checkpoints are), so that the saved config evaluates and exports the full model. The state is
+  that task's fresh `init` (its RNG streams, seeded by `config.seed`) with `params["model"]` and the
+  BatchNorm statistics in `rest["model"]` replaced by the module's, and the optimizer state re-initialised
   over the converted parameters. Raises if the module's variables differ from the task model's (e.g. another
   depth) or if `workdir` already holds checkpoints.
   """
   from common.train import checkpoint as ckpt_lib
   from common.train import loop
 
+  config = final_stage_config(config)
   task = loop.build_task(config)
-  state = jax.jit(task.init)(jax.random.key(config.seed))
   _, params, batch_stats, _ = nnx.split(module, nnx.Param, nnx.BatchStat, ...)
-  task_stats, task_other = nnx.split_state(state.rest["model"], nnx.BatchStat, ...)
-  for kind, ours, theirs in (("parameters", params, state.params["model"]),
-                             ("BatchNorm statistics", batch_stats, task_stats)):
-    if _shapes(ours) != _shapes(theirs):
-      diff = sorted(set(_shapes(ours).items()) ^ set(_shapes(theirs).items()))
-      raise ValueError(f"the converted model's {kind} do not match the model of task {config.task} "
-                       f"(check config.model): differing (path, shape) entries {diff[:10]}")
-  params_all = dict(state.params, model=params)
-  rest_all = dict(state.rest, model=nnx.merge_state(task_other, batch_stats))
-  opt_state = dict(state.opt_state)
-  if "model" in task.optimizers:
-    opt_state["model"] = task.optimizers["model"].init(task.split_trainable("model", params)[0])
-  state = state.replace(params=params_all, rest=rest_all, opt_state=opt_state)
+
+  def converted_state(params, batch_stats, rng):
+    state = task.init(rng)  # under jit, XLA drops the replaced initialisers
+    task_stats, task_other = nnx.split_state(state.rest["model"], nnx.BatchStat, ...)
+    for kind, ours, theirs in (("parameters", params, state.params["model"]),
+                               ("BatchNorm statistics", batch_stats, task_stats)):
+      if _shapes(ours) != _shapes(theirs):
+        diff = sorted(set(_shapes(ours).items()) ^ set(_shapes(theirs).items()))
+        raise ValueError(f"the converted model's {kind} do not match the model of task {config.task} "
+                         f"(check config.model): differing (path, shape) entries {diff[:10]}")
+    opt_state = dict(state.opt_state)
+    if "model" in task.optimizers:
+      opt_state["model"] = task.optimizers["model"].init(task.split_trainable("model", params)[0])
+    return state.replace(params=dict(state.params, model=params),
+                         rest=dict(state.rest, model=nnx.merge_state(task_other, batch_stats)),
+                         opt_state=opt_state)
+
+  state = jax.jit(converted_state)(params, batch_stats, jax.random.key(config.seed))
 
   directory = os.path.join(workdir, "checkpoints")
   ckpt = ckpt_lib.Checkpointer(directory, async_save=False)
