@@ -4,6 +4,9 @@ run directory the engine starts from."""
 import importlib.util
 import json
 import os
+import subprocess
+import sys
+import types
 
 from flax import nnx
 import jax
@@ -208,3 +211,76 @@ def test_workdir_rejects_a_model_of_another_shape(converted, tmp_path):
   config.model.noise_layer = False
   with pytest.raises(ValueError, match="HP3D"):
     convert.encoder_kwargs(config)
+
+
+class _FakeTensor:
+  """Stands for a torch.Tensor in `load_pth` (torch is an optional extra, absent in the test venv)."""
+
+  def __init__(self, array):
+    self.array = array
+
+  def detach(self):
+    return self
+
+  def cpu(self):
+    return self
+
+  def numpy(self):
+    return self.array
+
+
+def test_load_pth_unwraps_and_converts_tensors(golden, monkeypatch):
+  _, state_dict = golden
+  calls = []
+  payloads = {
+      "latest.pth": {"model": {"module." + k: _FakeTensor(v) for k, v in state_dict.items()},
+                     "optimizer": {"state": {}}, "epoch": 4},
+      "mixed.pth": {"encoder.Res_norm1.weight": _FakeTensor(np.ones(3)), "epoch": 4},
+      "list.pth": [1, 2],
+  }
+  fake_torch = types.ModuleType("torch")
+  fake_torch.Tensor = _FakeTensor
+  fake_torch.load = lambda path, **kwargs: calls.append(kwargs) or payloads[path]
+  monkeypatch.setitem(sys.modules, "torch", fake_torch)
+
+  loaded = convert.load_pth("latest.pth")
+  assert calls == [{"map_location": "cpu", "weights_only": True}]
+  assert loaded.keys() == {"module." + k for k in state_dict}
+  _, report = convert.from_torch_state_dict(loaded, depth=SMALL_DEPTH)
+  assert not report.missing and not report.unused
+  with pytest.raises(ValueError, match=r"mixed.pth: entries that are not tensors .*\['epoch'\]"):
+    convert.load_pth("mixed.pth")
+  with pytest.raises(ValueError, match="list.pth: expected a state_dict"):
+    convert.load_pth("list.pth")
+
+
+@pytest.mark.torch_parity
+def test_command_line_converts_a_real_pth(golden, tmp_path):
+  """`python -m vilocal_jax.convert` on a `.pth` saved by torch (runs where the `torch` extra is installed)."""
+  torch = pytest.importorskip("torch")
+  _, state_dict = golden
+  pth = str(tmp_path / "small.pth")
+  torch.save({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}, pth)
+  config_file = tmp_path / "small_config.py"
+  base = os.path.join(REPO, "configs", "vilocal.py")
+  config_file.write_text(
+      "import importlib.util\n"
+      f"_spec = importlib.util.spec_from_file_location('vilocal_config', {base!r})\n"
+      "_module = importlib.util.module_from_spec(_spec)\n"
+      "_spec.loader.exec_module(_module)\n\n"
+      "def get_config():\n"
+      "  c = _module.get_config('smoke')\n"
+      f"  c.model.depth = {SMALL_DEPTH!r}\n"
+      "  c.model.widths = (32, 64, 128, 256)\n"
+      "  return c\n")
+  workdir = str(tmp_path / "run")
+  result = subprocess.run([sys.executable, "-m", "vilocal_jax.convert", f"--pth={pth}", f"--out={workdir}",
+                           f"--config={config_file}"], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "loaded 148, missing 0, unused 0, ignored 13" in result.stdout
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
+  saved = loop._flat(ckpt.restore_raw(0)["params"]["model"])
+  ckpt.close()
+  np.testing.assert_array_equal(saved["decoder/conv2/kernel"],
+                                state_dict["decoder.classifier.3.weight"].transpose(2, 3, 1, 0))

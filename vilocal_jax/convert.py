@@ -164,7 +164,10 @@ def to_workdir(module: model_lib.ViLocal, config: ml_collections.ConfigDict, wor
 
 def load_pth(path: str) -> dict[str, np.ndarray]:
   """The `state_dict` of an official `.pth` file as numpy arrays (needs the `torch` extra)."""
-  import torch  # optional dependency: only this CLI path needs it
+  try:
+    import torch  # optional dependency: only this CLI path needs it
+  except ImportError as e:
+    raise ImportError("reading a .pth needs PyTorch: pip install -e '.[torch]'") from e
 
   checkpoint = torch.load(path, map_location="cpu", weights_only=True)
   if not isinstance(checkpoint, Mapping):
@@ -184,7 +187,6 @@ def main(argv) -> None:
   config = f.config
   module, report = from_torch_state_dict(load_pth(f.pth), config)
   print(f"{f.pth}: {report}")
-  print(f"  ignored: {report.ignored}")
   directory = to_workdir(module, config, f.out)
   print(f"wrote step 0 to {directory}")
 
