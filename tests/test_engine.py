@@ -89,7 +89,7 @@ def test_sharded_training_matches_one_device(tmp_path, mesh):
 def test_fsdp_actually_shards_parameters():
   from common.train import mesh as mesh_lib
   task = loop.build_task(config(width=16))
-  abstract = jax.eval_shape(task.init, jax.random.key(0))
+  abstract = jax.eval_shape(task.init, task.key(0))
   sh = mesh_lib.state_shardings(mesh_lib.make_mesh(2, 2), abstract, [(".*", "fsdp")], fsdp_min_size=0)
   assert sh.params["model"]["conv1"]["kernel"].spec == jax.P(None, None, None, "fsdp")
   mu = jax.tree.leaves(sh.opt_state["model"])
@@ -201,7 +201,7 @@ def test_export_loads_in_fresh_process_and_matches_live_model(reference_run, tmp
   assert "tensorflow" not in done.stderr.lower()
   task = loop.build_task(config(total_steps=30))
   ck = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
-  abstract = jax.eval_shape(task.init, jax.random.key(0))
+  abstract = jax.eval_shape(task.init, task.key(0))
   one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   restored, _ = ck.restore(jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), abstract),
                            with_data=False)

@@ -153,3 +153,22 @@ def test_resize_align_corners_against_reference():
     np.testing.assert_allclose(np.asarray(y), reference(x.astype(np.float64), *size), atol=1e-6)
   corners = np.asarray(layers.resize_bilinear_align_corners(jnp.asarray(x), (20, 28)))
   np.testing.assert_array_equal(corners[:, [0, -1]][:, :, [0, -1]], x[:, [0, -1]][:, :, [0, -1]])
+
+
+@pytest.mark.parametrize("n, kernel, padding", [(2, 3, 1), (3, 5, 2), (3, 3, 0)])
+def test_depthwise_shift_and_add_equals_xla_convolution(n, kernel, padding):
+  conv = layers.torch_conv(6, 6, (kernel,) * n, padding=padding, groups=6, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(1), (2, *([7] * n), 6))
+  reference = jax.lax.conv_general_dilated(
+      x, conv.kernel[...], (1,) * n, [(padding, padding)] * n, feature_group_count=6,
+      dimension_numbers=jax.lax.conv_dimension_numbers(x.shape, conv.kernel.shape, (
+          "N" + "DHW"[3 - n:] + "C", "DHW"[3 - n:] + "IO", "N" + "DHW"[3 - n:] + "C"))) + conv.bias[...]
+  np.testing.assert_allclose(conv(x), reference, rtol=1e-5, atol=1e-5)
+  grad = jax.grad(lambda k: (jax.lax.conv_general_dilated(
+      x, k, (1,) * n, [(padding, padding)] * n, feature_group_count=6,
+      dimension_numbers=("N" + "DHW"[3 - n:] + "C", "DHW"[3 - n:] + "IO", "N" + "DHW"[3 - n:] + "C")) ** 2).sum())
+  fast = jax.grad(lambda k: (layers.depthwise_conv_general_dilated(
+      x, k, (1,) * n, [(padding, padding)] * n, feature_group_count=6,
+      dimension_numbers=jax.lax.conv_dimension_numbers(x.shape, k.shape, (
+          "N" + "DHW"[3 - n:] + "C", "DHW"[3 - n:] + "IO", "N" + "DHW"[3 - n:] + "C"))) ** 2).sum())
+  np.testing.assert_allclose(fast(conv.kernel[...]), grad(conv.kernel[...]), rtol=1e-4, atol=1e-4)

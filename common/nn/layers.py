@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import functools
+import itertools
 import math
 
 from flax import nnx
 import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 
 # `torch.nn.init.kaiming_uniform_(w, a=sqrt(5))`, the default for Conv*d and Linear weights:
@@ -43,6 +45,37 @@ def _expand(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
   return value
 
 
+def depthwise_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                                   dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+  """`lax.conv_general_dilated`, with a shift-and-add path for depthwise stride-1 convolutions on CPU.
+
+  XLA's CPU backend has no fast grouped convolution: a 5x5x5 depthwise conv over [4, 3, 60, 108, 32] takes 5.6 s
+  forward and 13 s with its gradient, against 0.33 s and 2.5 s as a sum of shifted, scaled copies (same
+  numbers up to float summation order). Accelerators keep XLA's convolution. Channels-last layouts only (what
+  `nnx.Conv` passes); anything else goes to `lax.conv_general_dilated` unchanged.
+  """
+  n = lhs.ndim - 2
+  channels_last = lax.conv_dimension_numbers(lhs.shape, rhs.shape,
+                                             ("N" + "DHW"[3 - n:] + "C", "DHW"[3 - n:] + "IO", "N" + "DHW"[3 - n:] + "C"))
+  fast = (jax.default_backend() == "cpu" and feature_group_count == lhs.shape[-1] == rhs.shape[-1]
+          and rhs.shape[-2] == 1 and dimension_numbers == channels_last and not isinstance(padding, str)
+          and all(s == 1 for s in window_strides) and all(d == 1 for d in (lhs_dilation or (1,) * n))
+          and all(d == 1 for d in (rhs_dilation or (1,) * n)) and all(v is None for v in kwargs.values()))
+  if not fast:
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+                                    rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                                    feature_group_count=feature_group_count, precision=precision, **kwargs)
+  padded = jnp.pad(lhs, [(0, 0), *padding, (0, 0)])
+  kernel = rhs.shape[:n]
+  out_shape = [padded.shape[1 + d] - kernel[d] + 1 for d in range(n)]
+  out = None
+  for offset in itertools.product(*(range(k) for k in kernel)):
+    window = padded[(slice(None), *(slice(o, o + size) for o, size in zip(offset, out_shape)), slice(None))]
+    term = window * rhs[(*offset, 0)]
+    out = term if out is None else out + term
+  return out
+
+
 def torch_conv(in_features: int,
                out_features: int,
                kernel_size: Sequence[int],
@@ -68,6 +101,7 @@ def torch_conv(in_features: int,
     raise ValueError(f"groups={groups} must divide in_features={in_features} and "
                      f"out_features={out_features}.")
   fan_in = (in_features // groups) * math.prod(kernel_size)
+  depthwise = groups > 1 and groups == in_features == out_features
   return nnx.Conv(
       in_features,
       out_features,
@@ -80,6 +114,7 @@ def torch_conv(in_features: int,
       dtype=dtype,
       kernel_init=kernel_init or torch_default_kernel_init,
       bias_init=torch_default_bias_init(fan_in),
+      conv_general_dilated=depthwise_conv_general_dilated if depthwise else lax.conv_general_dilated,
       rngs=rngs)
 
 

