@@ -148,7 +148,7 @@ def to_workdir(module: model_lib.ViLocal, config: ml_collections.ConfigDict, wor
                          rest=dict(state.rest, model=nnx.merge_state(task_other, batch_stats)),
                          opt_state=opt_state)
 
-  state = jax.jit(converted_state)(params, batch_stats, jax.random.key(config.seed))
+  state = jax.jit(converted_state)(params, batch_stats, task.key(config.seed))
 
   directory = os.path.join(workdir, "checkpoints")
   ckpt = ckpt_lib.Checkpointer(directory, async_save=False)

@@ -83,7 +83,7 @@ def load_workdir(workdir: str, step: int | None = None) -> Predictor:
     task = loop.build_task(ckpt.restore_config(step))
     one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one),
-                            jax.eval_shape(task.init, jax.random.key(0)))
+                            jax.eval_shape(task.init, task.key(0)))
     restored, _ = ckpt.restore(abstract, step, with_data=False)
   finally:
     ckpt.close()

@@ -221,7 +221,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     if jax.process_index() == 0:
       with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-        f.write(config.to_json_best_effort(indent=2))
+        f.write(task.resolved_config().to_json_best_effort(indent=2))
       writers.truncate_jsonl(os.path.join(workdir, "metrics.jsonl"), start)
     writer = writers.create_writer(workdir)
     _log_parameters(state)
@@ -269,11 +269,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           writer.flush()
         metrics_for_ckpt = {f"eval/{k}": v for k, v in eval_metrics.items()} if eval_metrics else None
         if want_save:
-          ckpt.save(step, state, data_state, config, metrics=metrics_for_ckpt,
+          ckpt.save(step, state, data_state, task.resolved_config(), metrics=metrics_for_ckpt,
                     force=stop.received or is_last)
         if stop.received or ckpt.reached_preemption(step):
           if not want_save:
-            ckpt.save(step, state, data_state, config, force=True)
+            ckpt.save(step, state, data_state, task.resolved_config(), force=True)
           logging.warning("stopped at step %d after saving (preemption)", step)
           break
     finally:

@@ -67,8 +67,9 @@ class Task(abc.ABC):
     self.config = config
     self.dtype = jnp.dtype(config.get("dtype", "float32"))  # compute dtype; parameters stay float32
     self.rng_impl = config.get("rng_impl", "threefry2x32")
+    self._epoch_length = int(config.get("steps_per_epoch", 0)) or None  # resolved once, saved with checkpoints
     epochs = config.get("epochs", 0)
-    self.total_steps = int(epochs * self.steps_per_epoch() if epochs else config.total_steps)
+    self.total_steps = int(epochs * self.epoch_length() if epochs else config.total_steps)
     abstract = nnx.eval_shape(lambda: self.build_models(nnx.Rngs(0)))
     self.model_names = tuple(abstract)
     self._train_gd = {n: nnx.split(train_view(m), nnx.Param, ...)[0] for n, m in abstract.items()}
@@ -112,10 +113,25 @@ class Task(abc.ABC):
     """Optimizer steps per pass over the training split (needed for `config.epochs` and per-epoch schedules)."""
     raise NotImplementedError(f"{type(self).__name__} does not know its epoch length: set config.total_steps")
 
+  def epoch_length(self) -> int:
+    """`steps_per_epoch()`, computed once (reading the training split's index) unless the config has it."""
+    if self._epoch_length is None:
+      self._epoch_length = int(self.steps_per_epoch())
+    return self._epoch_length
+
+  def resolved_config(self) -> ml_collections.ConfigDict:
+    """The config with the run length fixed (`total_steps`, `steps_per_epoch`, `epochs = 0`), as checkpoints
+    store it: evaluating or exporting a run then never needs its training data."""
+    config = ml_collections.ConfigDict(self.config.to_dict())
+    config.total_steps = self.total_steps
+    config.epochs = 0
+    config.steps_per_epoch = self._epoch_length or 0
+    return config
+
   def make_optimizers(self) -> dict[str, optax.GradientTransformation]:
     """One optimizer per model from `config.optimizer` (override for GANs with two optimizers)."""
     opt = self.config.optimizer
-    per_epoch = self.steps_per_epoch() if opt.get("per_epoch", False) or opt.get("decay_epochs", 0) else None
+    per_epoch = self.epoch_length() if opt.get("per_epoch", False) or opt.get("decay_epochs", 0) else None
     return {n: optim.make_optimizer(self.config.optimizer, self.total_steps, per_epoch) for n in self.model_names}
 
   # ---------------------------------------------------------------- provided

@@ -1,0 +1,78 @@
+"""ViLocal configs: `paper` (the official recipe), `demo` (embedded corpus, minutes on a CPU), `smoke` (tests).
+
+Run: python -m vilocal_jax.main --config=configs/vilocal.py:demo --workdir=DIR
+Both stages run in order (DIR/stage1, DIR/stage2); stage 2 starts from stage 1's encoder and freezes it.
+Ablations: --config.model.noise_layer=False (no HP3D), --config.run_stages=stage2 with
+--config.stages.stage2.freeze='()' (no contrastive stage: the whole model trained with the focal loss),
+--config.model.depth / widths, --config.stage2_encoder_train_mode=True (the official stage-2 quirk).
+"""
+import ml_collections
+
+from common.train.config import base_config
+
+
+def _stage(stage: int, epochs: int, lr: float, end_lr: float, decay_epochs: int, **extra) -> dict:
+  """Official schedule: AdamW (wd 1e-4), cosine annealing stepped once per epoch over `decay_epochs`."""
+  return dict(stage=stage, epochs=epochs,
+              optimizer=dict(name="adamw", lr=lr, weight_decay=1e-4, schedule="cosine", end_lr=end_lr,
+                             per_epoch=True, decay_epochs=decay_epochs),
+              **extra)
+
+
+def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
+  variant = arg or "demo"
+  if variant not in ("paper", "demo", "smoke"):
+    raise ValueError(f"unknown ViLocal variant {variant!r}: paper, demo or smoke")
+  c = base_config()
+  c.task = "vilocal_jax.task:ViLocalTask"
+  c.stage = 1
+  c.stage2_encoder_train_mode = False  # True reproduces the official code (frozen encoder left in train mode)
+  c.model = ml_collections.ConfigDict(dict(
+      depth=(5, 8, 20, 7), widths=(32, 64, 128, 256), noise_layer=True, drop_rate=0.3, attn_drop_rate=0.2,
+      drop_path_rate=0.3, attention_impl="xla"))
+  c.loss = ml_collections.ConfigDict(dict(num_samples=3000, temperature=0.1, alpha=0.5, gamma=2.0))
+  c.data = ml_collections.ConfigDict(dict(
+      root="",              # dataset root in the DAVIS / YouTube-VOS layout; "" = the embedded demo corpus
+      methods=(),           # inpainting methods to train on (sub-folders of Inpainted/); () = all
+      train_split="train", clip_length=5, clip_stride=1, eval_clip_stride=1, height=240, width=432,
+      worker_count=0, read_threads=4))
+  c.global_batch_size = 2  # the official batch
+  c.eval_split = "test"
+  c.best_metric = ""
+  c.run_stages = "stage1,stage2"
+  c.stages = ml_collections.ConfigDict({
+      "stage1": _stage(1, epochs=10, lr=5e-4, end_lr=5e-6, decay_epochs=10, freeze=["model/decoder/"]),
+      "stage2": _stage(2, epochs=5, lr=1e-4, end_lr=1e-6, decay_epochs=10, freeze=["model/encoder/"],
+                       init_from_stage="stage1", init_from=dict(include="model/encoder/"),
+                       best_metric="eval/pixel_f1"),
+  })
+  c.log_every = 100
+  c.checkpoint_every = 1000
+
+  if variant in ("demo", "smoke"):
+    c.rng_impl = "rbg"  # compiles several times faster on CPU than threefry
+  if variant == "demo":
+    c.data.height, c.data.width = 60, 108        # half the demo corpus's 120x216: ~2.5 s per stage-1 step on 2 cores
+    c.model.depth = (1, 1, 2, 1)
+    c.model.drop_rate, c.model.attn_drop_rate, c.model.drop_path_rate = 0.1, 0.0, 0.1
+    c.global_batch_size = 4
+    c.log_every = 10
+    c.checkpoint_every = 80
+    c.stages.stage1.epochs = 2
+    c.stages.stage1.optimizer.update(dict(lr=1e-3, decay_epochs=2))
+    c.stages.stage2.epochs = 3
+    c.stages.stage2.optimizer.update(dict(lr=1e-3, decay_epochs=6))
+  elif variant == "smoke":
+    c.data.height, c.data.width = 32, 48
+    c.data.clip_length = 3                        # the tiny demo build's videos have 4 frames
+    c.model.depth = (1, 1, 1, 1)
+    c.model.widths = (8, 16, 64, 64)
+    c.global_batch_size = 4
+    c.log_every = 1
+    c.checkpoint_every = 2
+    for stage in ("stage1", "stage2"):
+      c.stages[stage].epochs = 0
+      c.stages[stage].total_steps = 2
+      c.stages[stage].optimizer.per_epoch = False
+      c.stages[stage].optimizer.decay_epochs = 0
+  return c

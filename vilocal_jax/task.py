@@ -1,0 +1,144 @@
+"""ViLocal as an engine task: stage 1 contrastive training of the encoder, stage 2 focal-loss training of the decoder.
+
+Stage 1 (`config.stage = 1`): the encoder's embeddings `[B, H/4, W/4, C]` against the target frame's mask
+nearest-resized to that grid, with the official pixel InfoNCE (pristine anchors, mean-cosine positive, up to
+3000 + 3000 sampled pixels, tau 0.1). Stage 2 (`config.stage = 2`): sigmoid focal loss (alpha 0.5, gamma 2) on
+the full-resolution logits; the encoder comes from stage 1 (`init_from`) and is frozen (`freeze`).
+`config.stage2_encoder_train_mode` reproduces the official quirk (the frozen encoder left in train mode:
+BatchNorm statistics keep updating and dropout stays active); the default follows the paper's intent (frozen
+encoder in eval mode). Evaluation follows the official protocol: per-frame F1 and IoU at 0.5 averaged (also by
+mask-ratio bin) and pixel AUC.
+"""
+import functools
+import os
+
+import flax
+import jax
+import jax.numpy as jnp
+from clu import metrics as clu_metrics
+from flax import nnx
+
+from common import metrics
+from common.data import demo, pipeline, transforms
+from common.data.readers import VideoInpaintingReader
+from common.losses import contrastive, segmentation
+from common.nn import layers
+from common.train.task import Task
+from vilocal_jax import model as model_lib
+
+
+@flax.struct.dataclass
+class LocalizationMetrics(clu_metrics.Collection):
+  """ViLocal's test protocol under the suite's metric names (frames without forgery count, F1 = IoU = 0)."""
+  pixel_f1: metrics.PixelF1.configure(tampered_only=False)
+  pixel_iou: metrics.PixelIoU.configure(tampered_only=False)
+  pixel_f1_small: metrics.PixelF1.configure(tampered_only=False, ratio_bin="small")
+  pixel_f1_medium: metrics.PixelF1.configure(tampered_only=False, ratio_bin="medium")
+  pixel_f1_large: metrics.PixelF1.configure(tampered_only=False, ratio_bin="large")
+  pixel_iou_small: metrics.PixelIoU.configure(tampered_only=False, ratio_bin="small")
+  pixel_iou_medium: metrics.PixelIoU.configure(tampered_only=False, ratio_bin="medium")
+  pixel_iou_large: metrics.PixelIoU.configure(tampered_only=False, ratio_bin="large")
+  pixel_auc: metrics.PixelAUC.configure(tampered_only=False)
+
+
+@flax.struct.dataclass
+class ContrastiveMetrics(clu_metrics.Collection):
+  contrastive_loss: clu_metrics.Average.from_output("contrastive_loss")
+
+
+class ViLocalTask(Task):
+
+  def build_models(self, rngs):
+    m = self.config.model
+    encoder = model_lib.encoder_kwargs(
+        depth=m.depth, widths=m.widths, noise_layer=m.noise_layer, drop_rate=m.drop_rate,
+        attn_drop_rate=m.attn_drop_rate, drop_path_rate=m.drop_path_rate, attention_impl=m.attention_impl,
+        remat=self.config.remat)
+    return {"model": model_lib.ViLocal(encoder=encoder, dtype=self.dtype, rngs=rngs)}
+
+  # ------------------------------------------------------------------ data
+  def _reader(self, split: str) -> VideoInpaintingReader:
+    d = self.config.data
+    root = d.root or os.path.join(demo.ensure_demo_corpus(), "video_inpainting")
+    return VideoInpaintingReader(root, split, methods=tuple(d.methods) or None, clip_length=d.clip_length,
+                                 clip_stride=d.clip_stride if split == "train" else d.eval_clip_stride)
+
+  def steps_per_epoch(self) -> int:
+    return max(len(self._reader("train")) // self.config.global_batch_size, 1)
+
+  def input_pipeline(self, split, *, process_index=0, process_count=1):
+    c, d = self.config, self.config.data
+    ops = [transforms.Resize(d.height, d.width)]
+    batch = c.global_batch_size // process_count
+    split = d.train_split if split == "train" else split
+    if split == d.train_split:
+      return pipeline.train_dataset(self._reader(split), seed=c.seed, batch_size=batch, transforms=ops,
+                                    process_index=process_index, process_count=process_count,
+                                    worker_count=d.worker_count)
+    return pipeline.eval_batches(self._reader(split), batch_size=batch, transforms=ops,
+                                 process_index=process_index, process_count=process_count)
+
+  # ------------------------------------------------------------------ model pieces
+  def _frames(self, frames):
+    """uint8 [B, T, H, W, 3] -> compute dtype in [0, 1] (the official ToTensor scaling, no normalisation)."""
+    return frames.astype(self.dtype) / 255.0
+
+  def _grid_mask(self, mask, grid_hw):
+    """Nearest resize of {0,1} masks [B, H, W] to the embedding grid (the official stage-1 label size)."""
+    return jax.image.resize(mask.astype(jnp.float32), (mask.shape[0], *grid_hw), "nearest")
+
+  def _stage2_logits(self, net: model_lib.ViLocal, frames):
+    if self.config.stage2_encoder_train_mode:  # the official quirk: dropout active, BN statistics updating
+      embedding = net.embed(frames)
+    else:
+      embedding = nnx.view(net.encoder, deterministic=True, use_running_average=True)(frames)
+    embedding = jax.lax.stop_gradient(embedding)
+    logits = net.decoder(embedding)
+    return layers.resize_bilinear_align_corners(logits[..., None].astype(jnp.float32), frames.shape[2:4])[..., 0]
+
+  # ------------------------------------------------------------------ steps
+  def loss(self, models, batch, rng):
+    c = self.config
+    net, frames = models["model"], self._frames(batch["frames"])
+    if c.stage == 1:
+      embedding = net.embed(frames).astype(jnp.float32)
+      mask = self._grid_mask(batch["mask"], embedding.shape[1:3])
+      loss = contrastive.vilocal_pixel_infonce(embedding, mask, rng, num_samples=c.loss.num_samples,
+                                               temperature=c.loss.temperature)
+      return loss, {}
+    logits = self._stage2_logits(net, frames) if c.freeze else net(frames)
+    target = batch["mask"].astype(jnp.float32)
+    loss = segmentation.sigmoid_focal_loss(logits, target, alpha=c.loss.alpha, gamma=c.loss.gamma)
+    return loss, {"pixel_acc": ((logits > 0) == (target > 0.5)).mean()}
+
+  def eval_step(self, state, batch):
+    net = self.models(state)["model"]
+    frames = self._frames(batch["frames"])
+    if self.config.stage == 1:
+      embedding = net.embed(frames).astype(jnp.float32)
+      mask = self._grid_mask(batch["mask"], embedding.shape[1:3])
+      loss_fn = functools.partial(contrastive.vilocal_pixel_infonce, num_samples=self.config.loss.num_samples,
+                                  temperature=self.config.loss.temperature)
+      per_clip = jax.vmap(lambda e, m: loss_fn(e[None], m[None], self.key(0)))(embedding, mask)
+      return ContrastiveMetrics.single_from_model_output(contrastive_loss=per_clip, mask=batch["valid"])
+    probs = jax.nn.sigmoid(net(frames))
+    return LocalizationMetrics.single_from_model_output(pred_mask=probs, gt_mask=batch["mask"],
+                                                        valid=batch["valid"])
+
+  def image_summaries(self, state, batch):
+    if self.config.stage == 1:
+      return {}
+    probs = jax.nn.sigmoid(self.models(state)["model"](self._frames(batch["frames"][:2])))
+    middle = batch["frames"][:2, batch["frames"].shape[1] // 2].astype(jnp.float32) / 255.0
+    heat = jnp.stack([probs, jnp.zeros_like(probs), 1.0 - probs], -1)
+    return {"overlay": 0.5 * middle + 0.5 * heat, "mask": batch["mask"][:2, ..., None].astype(jnp.float32)}
+
+  # ------------------------------------------------------------------ export
+  def predict(self, models, inputs):
+    return {"probs": jax.nn.sigmoid(models["model"](inputs["frames"].astype(self.dtype)))}
+
+  def export_spec(self):
+    d = self.config.data
+    return {"inputs": {"frames": {"shape": [d.clip_length, d.height, d.width, 3], "dtype": "float32"}},
+            "normalisation": "RGB frames scaled to [0, 1] (no mean/std), resized with bilinear interpolation",
+            "outputs": {"probs": f"forgery probability of the middle frame of the clip, [B, {d.height}, {d.width}]"}}
