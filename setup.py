@@ -24,6 +24,7 @@ setuptools.setup(
         "importlib_resources",  # needed by tensorflow-datasets' download_and_prepare
         "array-record>=0.8",
         "tensorflow-cpu>=2.20",
+        "tensorboard>=2.20",  # clu's SummaryWriter imports it; tensorflow-cpu 2.21 no longer pulls it in
         "ml-collections>=1.1",
         "clu>=0.0.12",
         "numpy>=1.26",

@@ -180,7 +180,7 @@ def test_workdir_export_reproduces_pytorch(golden, converted, tmp_path):
   assert saved.keys() == ours.keys() and all(np.array_equal(saved[k], ours[k]) for k in ours)
   task = loop.build_task(saved_config)
   fresh_rngs = jax.jit(lambda key: nnx.state(task.build_models(nnx.Rngs(key))["model"], nnx.RngState))(
-      jax.random.key(config.seed))
+      task.key(config.seed))
   fresh_rngs = {k: (jax.random.key_data(v) if jax.dtypes.issubdtype(v.dtype, jax.dtypes.prng_key) else v)
                 for k, v in loop._flat(fresh_rngs).items()}
   saved_rest = loop._flat(raw["rest"]["model"])
