@@ -67,3 +67,17 @@ def test_empty_sources_are_errors():
     pipeline.train_dataset(IndexSource(0), seed=0, batch_size=1)
   with pytest.raises(ValueError, match="empty"):
     list(pipeline.eval_batches(IndexSource(0), batch_size=1))
+
+
+def test_worker_processes_give_the_same_batches_and_restore():
+  ds = lambda workers: pipeline.train_dataset(IndexSource(12), seed=5, batch_size=3, worker_count=workers)
+  inline = iter(ds(0))
+  expected = [next(inline)["index"] for _ in range(6)]
+  workers = iter(ds(2))
+  got = [next(workers)["index"] for _ in range(3)]
+  state = workers.get_state()
+  got += [next(workers)["index"] for _ in range(3)]
+  np.testing.assert_array_equal(got, expected)
+  restored = iter(ds(2))
+  restored.set_state(state)
+  np.testing.assert_array_equal([next(restored)["index"] for _ in range(3)], expected[3:])
