@@ -52,8 +52,11 @@ class ViLocal(nnx.Module):
     """`[B, T, H, W, 3] -> [B, H/4, W/4, C]` encoder embeddings (the stage-1 contrastive features)."""
     return self.encoder(frames)
 
-  def __call__(self, frames: jax.Array) -> jax.Array:
-    """`[B, T, H, W, 3] -> [B, H, W]` logits (bilinear x4 upsample with align_corners=True, as the reference)."""
-    logits = self.decoder(self.embed(frames))
-    size = frames.shape[2:4]
+  def decode(self, embedding: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """`[B, h, w, C]` embeddings -> `[B, *size]` logits (bilinear upsample with align_corners=True, as the reference)."""
+    logits = self.decoder(embedding)
     return layers.resize_bilinear_align_corners(logits[..., None].astype(jnp.float32), size)[..., 0]
+
+  def __call__(self, frames: jax.Array) -> jax.Array:
+    """`[B, T, H, W, 3] -> [B, H, W]` logits."""
+    return self.decode(self.embed(frames), frames.shape[2:4])

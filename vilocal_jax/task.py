@@ -22,7 +22,6 @@ from common import metrics
 from common.data import demo, pipeline, transforms
 from common.data.readers import VideoInpaintingReader
 from common.losses import contrastive, segmentation
-from common.nn import layers
 from common.train.task import Task
 from vilocal_jax import model as model_lib
 
@@ -92,9 +91,7 @@ class ViLocalTask(Task):
       embedding = net.embed(frames)
     else:
       embedding = nnx.view(net.encoder, deterministic=True, use_running_average=True)(frames)
-    embedding = jax.lax.stop_gradient(embedding)
-    logits = net.decoder(embedding)
-    return layers.resize_bilinear_align_corners(logits[..., None].astype(jnp.float32), frames.shape[2:4])[..., 0]
+    return net.decode(jax.lax.stop_gradient(embedding), frames.shape[2:4])
 
   # ------------------------------------------------------------------ steps
   def loss(self, models, batch, rng):
