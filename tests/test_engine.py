@@ -108,10 +108,22 @@ def _wait_for(predicate, proc, timeout=240):
     if predicate():
       return
     if proc.poll() is not None:
-      raise AssertionError(f"training exited early with {proc.returncode}: {proc.stderr.read()[-3000:]}")
+      raise AssertionError(f"training exited early with {proc.returncode}: {_tail(proc)}")
     time.sleep(0.2)
   proc.kill()
   raise AssertionError("timed out waiting for the training subprocess")
+
+
+def spawn(args, log_path, env=None):
+  """Starts a training subprocess whose stderr goes to a file (an unread pipe can fill up and stall it)."""
+  proc = subprocess.Popen(args, cwd=REPO, env=env, stderr=open(log_path, "w"), text=True)
+  proc.log_path = log_path
+  return proc
+
+
+def _tail(proc, n=3000):
+  with open(proc.log_path) as f:
+    return f.read()[-n:]
 
 
 def _logged_steps(workdir):
@@ -131,7 +143,7 @@ def test_sigkill_then_rerun_resumes_with_identical_losses(reference_run, tmp_pat
   ref = losses(reference_run[0])
   workdir = str(tmp_path / "killed")
   flags = ["--config.total_steps=30", "--config.step_delay=0.02"]
-  proc = subprocess.Popen(cli(workdir, *flags), cwd=REPO, stderr=subprocess.PIPE, text=True)
+  proc = spawn(cli(workdir, *flags), tmp_path / "killed.log")
   _wait_for(lambda: _checkpoints(workdir) and _checkpoints(workdir)[-1] >= 10 and _logged_steps(workdir) >= 12,
             proc)
   proc.send_signal(signal.SIGKILL)
@@ -150,10 +162,10 @@ def test_sigkill_then_rerun_resumes_with_identical_losses(reference_run, tmp_pat
 def test_sigterm_saves_current_step_and_exits_cleanly(reference_run, tmp_path):
   workdir = str(tmp_path / "term")
   flags = ["--config.total_steps=30", "--config.step_delay=0.02", "--config.checkpoint_every=1000"]
-  proc = subprocess.Popen(cli(workdir, *flags), cwd=REPO, stderr=subprocess.PIPE, text=True)
+  proc = spawn(cli(workdir, *flags), tmp_path / "term.log")
   _wait_for(lambda: _logged_steps(workdir) >= 7, proc)
   proc.send_signal(signal.SIGTERM)
-  assert proc.wait(timeout=120) == 0
+  assert proc.wait(timeout=120) == 0, _tail(proc)
   stopped_at = _logged_steps(workdir)
   assert stopped_at < 30
   assert _checkpoints(workdir)[-1] == stopped_at
@@ -176,12 +188,10 @@ def test_two_processes_match_one_process(tmp_path):
   for i in range(2):
     env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
                JAX_PROCESS_ID=str(i), JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    procs.append(subprocess.Popen(cli(multi, "--config.total_steps=8", "--config.dropout=0.0",
-                                      "--config.eval_every=0", "--config.block_every_step=True"),
-                                  cwd=REPO, env=env, stderr=subprocess.PIPE, text=True))
+    procs.append(spawn(cli(multi, "--config.total_steps=8", "--config.dropout=0.0", "--config.eval_every=0",
+                           "--config.block_every_step=True"), tmp_path / f"process{i}.log", env=env))
   for p in procs:
-    _, err = p.communicate(timeout=600)
-    assert p.returncode == 0, err[-3000:]
+    assert p.wait(timeout=600) == 0, _tail(p)
   assert losses(multi) == pytest.approx(losses(single), rel=1e-5)
   assert rel_err(saved_params(multi), saved_params(single)) < 1e-5
 

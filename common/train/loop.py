@@ -64,7 +64,12 @@ class Prefetcher:
           except queue.Full:
             continue
     except BaseException as e:  # handed to the consumer, never swallowed
-      self._queue.put(e)
+      while not self._stop.is_set():
+        try:
+          self._queue.put(e, timeout=0.1)
+          break
+        except queue.Full:
+          continue
 
   def __next__(self):
     item = self._queue.get()
@@ -72,8 +77,13 @@ class Prefetcher:
       raise RuntimeError("input pipeline failed") from item
     return item
 
-  def close(self):
+  def close(self, timeout: float = 120.0):
+    """Stops and joins the data thread. A daemon thread still inside XLA when the interpreter exits is killed
+    mid-C++ call and aborts the process (exit -6), so a clean exit must wait for it."""
     self._stop.set()
+    self._thread.join(timeout)
+    if self._thread.is_alive():
+      logging.warning("input thread still busy %.0f s after stop; exiting without it", timeout)
 
 
 class _StopSignal:
