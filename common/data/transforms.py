@@ -53,6 +53,32 @@ class Resize(grain.transforms.Map):
     return record
 
 
+class RandomCrop(grain.transforms.RandomMap):
+  """Crops images / clips and masks at one random (height, width) window, the same for every frame.
+
+  Keeps native resolution (no resampling), so pixel-level traces such as noise residuals survive augmentation.
+  """
+
+  def __init__(self, height: int, width: int):
+    self.height, self.width = height, width
+
+  def random_map(self, record: dict, rng: np.random.Generator) -> dict:
+    record = dict(record)
+    image_key = next(k for k in IMAGE_KEYS if k in record)
+    h, w = record[image_key].shape[-3:-1]
+    if h < self.height or w < self.width:
+      raise ValueError(f"cannot crop {self.height}x{self.width} from the {h}x{w} record {record.get('id', '')!r}")
+    rows = slice(top := int(rng.integers(0, h - self.height + 1)), top + self.height)
+    cols = slice(left := int(rng.integers(0, w - self.width + 1)), left + self.width)
+    for k in IMAGE_KEYS:
+      if k in record:
+        record[k] = np.ascontiguousarray(record[k][..., rows, cols, :])
+    for k in MASK_KEYS:
+      if k in record:
+        record[k] = np.ascontiguousarray(record[k][..., rows, cols])
+    return record
+
+
 class RandomHorizontalFlip(grain.transforms.RandomMap):
   """Flips images, clips and masks left-right together with probability `p`."""
 

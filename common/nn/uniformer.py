@@ -35,7 +35,7 @@ import numpy as np
 from common.nn import layers
 from common.nn import srm
 
-ATTENTION_IMPLS = ("xla", "cudnn")
+ATTENTION_IMPLS = ("xla", "chunked", "cudnn")
 STAGE_NORMS = ("final", "per_stage", "none")
 INITS = ("uniformer", "torch")
 
@@ -129,6 +129,10 @@ class Attention(nnx.Module):
 
   attention_impl:
     'xla': plain einsum/softmax attention (exact float32 parity; supports attention dropout).
+    'chunked': the same softmax attention over query chunks of `query_chunk` tokens in a `lax.map`,
+      each chunk rematerialised in the backward pass: memory O(chunk x N) instead of O(N^2) per head
+      (ViLocal's 8100-token stages need ~1 GB per block for the full weights). Attention dropout is
+      supported (masks drawn per chunk, so not bit-identical to 'xla' in train mode).
     'cudnn': `jax.nn.dot_product_attention(implementation='cudnn')` (fused flash attention on
       NVIDIA GPUs; bf16/fp16 inputs only). It has no attention dropout, so it raises if
       attention dropout is active (train mode with `attn_drop > 0`).
@@ -136,7 +140,8 @@ class Attention(nnx.Module):
 
   def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True,
                qk_scale: float | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
-               attention_impl: str = "xla", init: str = "uniformer", dtype=None, rngs: nnx.Rngs):
+               attention_impl: str = "xla", query_chunk: int = 1024, init: str = "uniformer", dtype=None,
+               rngs: nnx.Rngs):
     if dim % num_heads:
       raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
     if attention_impl not in ATTENTION_IMPLS:
@@ -144,6 +149,7 @@ class Attention(nnx.Module):
     self.num_heads = num_heads
     self.scale = float(qk_scale or (dim // num_heads) ** -0.5)
     self.attention_impl = attention_impl
+    self.query_chunk = query_chunk
     kernel_init, bias_init = _linear_inits(init)
     self.qkv = layers.torch_linear(dim, 3 * dim, use_bias=qkv_bias, dtype=dtype,
                                    kernel_init=kernel_init, bias_init=bias_init, rngs=rngs)
@@ -161,6 +167,11 @@ class Attention(nnx.Module):
         raise ValueError("attention_impl='cudnn' has no attention dropout; use 'xla' in train mode "
                          "or set attn_drop_rate=0.")
       out = fused_attention(q, k, v, self.scale, implementation="cudnn")
+    elif self.attention_impl == "chunked":
+      active = self.attn_drop.rate > 0 and not self.attn_drop.deterministic
+      out = chunked_attention(q, k, v, self.scale, self.query_chunk,
+                              dropout_rate=self.attn_drop.rate if active else 0.0,
+                              dropout_key=self.attn_drop.rngs() if active else None)
     else:
       out = einsum_attention(q, k, v, self.scale, self.attn_drop)
     return self.proj_drop(self.proj(out.reshape(b, n, c)))
@@ -176,6 +187,29 @@ def einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float,
   return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
+def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float, chunk: int, *,
+                      dropout_rate: float = 0.0, dropout_key: jax.Array | None = None) -> jax.Array:
+  """`einsum_attention` over query chunks (rematerialised per chunk). `[B, N, h, d]` in and out."""
+  n = q.shape[1]
+  chunks = -(-n // chunk)
+  q = jnp.pad(q, ((0, 0), (0, chunks * chunk - n), (0, 0), (0, 0)))
+  q = jnp.moveaxis(q.reshape(q.shape[0], chunks, chunk, *q.shape[2:]), 1, 0)  # [chunks, B, chunk, h, d]
+
+  @jax.checkpoint
+  def one_chunk(args):
+    index, q_chunk = args
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q_chunk, k) * scale
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    if dropout_rate > 0:
+      keep = jax.random.bernoulli(jax.random.fold_in(dropout_key, index), 1.0 - dropout_rate, weights.shape)
+      weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
+
+  out = jax.lax.map(one_chunk, (jnp.arange(chunks), q))  # [chunks, B, chunk, h, d]
+  out = jnp.moveaxis(out, 0, 1).reshape(out.shape[1], chunks * chunk, *out.shape[3:])
+  return out[:, :n]
+
+
 def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float, *,
                     implementation: str) -> jax.Array:
   """`jax.nn.dot_product_attention` on `[B, N, h, d]` inputs (no mask, no bias)."""
@@ -188,12 +222,14 @@ class SABlock(nnx.Module):
   def __init__(self, dim: int, num_heads: int, *, spatial_dims: int = 3, mlp_ratio: float = 4.0,
                qkv_bias: bool = True, qk_scale: float | None = None, drop: float = 0.0,
                attn_drop: float = 0.0, drop_path: float = 0.0, norm_eps: float = 1e-6,
-               attention_impl: str = "xla", init: str = "uniformer", dtype=None, rngs: nnx.Rngs):
+               attention_impl: str = "xla", query_chunk: int = 1024, init: str = "uniformer", dtype=None,
+               rngs: nnx.Rngs):
     self.pos_embed = layers.torch_conv(dim, dim, (3,) * spatial_dims, padding=1, groups=dim,
                                        dtype=dtype, rngs=rngs)
     self.norm1 = layers.torch_layer_norm(dim, eps=norm_eps, dtype=dtype, rngs=rngs)
     self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
                           attn_drop=attn_drop, proj_drop=drop, attention_impl=attention_impl,
+                          query_chunk=query_chunk,
                           init=init, dtype=dtype, rngs=rngs)
     self.drop_path = layers.DropPath(drop_path, rngs=rngs)
     self.norm2 = layers.torch_layer_norm(dim, eps=norm_eps, dtype=dtype, rngs=rngs)
@@ -250,6 +286,7 @@ class UniFormer(nnx.Module):
                input_filter: str | None = None,
                init: str = "uniformer",
                attention_impl: str = "xla",
+               query_chunk: int = 1024,
                remat: bool = False,
                dtype=None,
                rngs: nnx.Rngs):
@@ -300,7 +337,8 @@ class UniFormer(nnx.Module):
           blocks[str(i)] = SABlock(
               dim, dim // head_dim, spatial_dims=spatial_dims, mlp_ratio=mlp_ratio,
               qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate,
-              drop_path=rate, norm_eps=attn_norm_eps, attention_impl=attention_impl, init=init,
+              drop_path=rate, norm_eps=attn_norm_eps, attention_impl=attention_impl,
+              query_chunk=query_chunk, init=init,
               dtype=dtype, rngs=rngs)
       setattr(self, f"blocks{s + 1}", nnx.Dict(blocks))
       if stage_norms == "per_stage":
