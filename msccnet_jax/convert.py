@@ -1,0 +1,221 @@
+"""Official MSCCNet PyTorch state_dicts -> our NNX `MSCCNet`, and -> a step-0 run directory for the engine.
+
+  python -m msccnet_jax.convert --pth=epoch_best.pth --out=WORKDIR [--config=configs/msccnet.py:paper]
+  python -m msccnet_jax.convert --backbone_pth=resnet50_v1c-2cccc1ad.pth --out=WORKDIR   (ImageNet init)
+
+The official checkpoints (`main/train_segmentor.py`) store `segmentor.module.state_dict()` under `'model'` (383
+entries for the released config: `backbone_net.*`, `classifer.fc.*`, `bottleneck{1,2,3}.*`,
+`bottleneck_fusion.*`, `mscc.*`, `decoder.*`); a plain state_dict and DataParallel's `module.` prefix work too.
+Every key is accounted for:
+  * Params and BatchNorm statistics are loaded through `common.nn.torch_port` with `RENAME` (Sequential
+    indices -> our attribute names; layouts OIHW -> HWIO, Linear [out, in] -> [in, out]), strictly: every
+    module variable filled exactly once, every key used, shapes checked;
+  * `num_batches_tracked` counters are dropped (they play no part in the forward pass);
+  * `mscc.frequency.weight`, the fixed DCT buffer, is not a variable here (the basis is recomputed from the
+    feature size): it is checked against `spectral.dct_basis` and the conversion fails if it differs (a
+    checkpoint of the commented-out learnable/random variants of the official layer would).
+
+The ImageNet backbone (`--backbone_pth`, openmmlab's ResNetV1c keys `stem.*`, `layerK.*`, plus an unused
+`fc.*`) fills `backbone_net` only and keeps the head's fresh initialisation, as the official `strict=False`
+load does; its step-0 directory is what `config.init_from.workdir` starts a paper run from.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+import os
+import re
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from common.nn import resnet, spectral, torch_port
+from msccnet_jax import model as model_lib
+
+FREQUENCY_KEY = r"(^|\.)frequency\.weight$"
+BUFFER_TOLERANCE = 1e-6
+
+
+def _sequential(module_regex: str, names: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+  return tuple((rf"^({module_regex})\.{index}\.", rf"\1.{name}.") for index, name in names.items())
+
+
+# PyTorch key -> our torch-style key (regex substitutions in order). The MSCC rules also match the keys of an
+# MSCC module alone (prefix `mscc.` stripped).
+RENAME = (
+    ((r"^module\.", ""),)
+    + resnet.torch_rename("backbone_net.")
+    + _sequential(r"bottleneck[123]|bottleneck_fusion|(?:mscc\.)?bottleneck", {"0": "conv", "1": "bn"})
+    + _sequential(r"(?:mscc\.)?decoder_map|decoder", {"0": "conv1", "1": "bn", "4": "conv2"})
+)
+
+_WRAPPER_KEYS = ("model", "state_dict")
+
+
+def unwrap_checkpoint(checkpoint: Mapping) -> Mapping:
+  """The state_dict inside a loaded `.pth`: its `model` (official) or `state_dict` entry, else itself."""
+  for key in _WRAPPER_KEYS:
+    inner = checkpoint.get(key)
+    if isinstance(inner, Mapping):
+      return inner
+  return checkpoint
+
+
+def model_kwargs(config: ml_collections.ConfigDict | None = None) -> dict:
+  """`MSCCNet` kwargs from `config.model` (default: the released model)."""
+  if config is None:
+    return {}
+  m = config.model
+  return dict(depth=m.depth, output_stride=m.output_stride, stem_channels=m.stem_channels,
+              base_channels=m.base_channels, feats_channels=m.feats_channels, out_channels=m.out_channels,
+              num_classes=m.num_classes, dropout=m.dropout, spectral_k=m.spectral_k, dct_k=m.dct_k,
+              spectral_size=tuple(m.spectral_size) if m.spectral_size else None)
+
+
+def check_dct_buffer(key: str, value: np.ndarray, dct_k: int = spectral.OFFICIAL_DCT_K) -> None:
+  """Raises unless the PyTorch buffer [C, H, W] equals our DCT basis of that size."""
+  value = np.asarray(value)
+  if value.ndim != 3:
+    raise ValueError(f"{key}: expected the DCT buffer [C, H, W], got shape {value.shape}")
+  c, h, w = value.shape
+  expected = spectral.dct_basis(h, w, c, dct_k).transpose(2, 0, 1)
+  error = float(np.abs(value - expected).max())
+  if error > BUFFER_TOLERANCE:
+    raise ValueError(f"{key}: the checkpoint's DCT buffer differs from the fixed DCT basis by up to {error:.3g} "
+                     "(a learnable or random variant of the official layer?); it cannot be converted")
+
+
+def _drop_checked_buffers(state_dict: Mapping[str, np.ndarray]) -> tuple[dict, list[str]]:
+  buffers = sorted(k for k in state_dict if re.search(FREQUENCY_KEY, k))
+  for key in buffers:
+    check_dct_buffer(key, state_dict[key])
+  return {k: v for k, v in state_dict.items() if k not in buffers}, buffers
+
+
+def load_into(module: nnx.Module, state_dict: Mapping[str, np.ndarray]) -> torch_port.LoadReport:
+  """Strictly fills `module` (an `MSCCNet`, or an `MSCC` from `mscc.*` keys with the prefix stripped) in place.
+  The checked DCT buffers are reported as ignored, next to `num_batches_tracked`."""
+  rest, buffers = _drop_checked_buffers(state_dict)
+  report = torch_port.load_torch_state_dict(module, rest, rename=RENAME, strict=True)
+  report.ignored = sorted(report.ignored + buffers)
+  return report
+
+
+def build_model(kwargs: dict | None = None) -> model_lib.MSCCNet:
+  return model_lib.MSCCNet(**(kwargs or {}), rngs=nnx.Rngs(0))
+
+
+def from_torch_state_dict(state_dict: Mapping[str, np.ndarray], config: ml_collections.ConfigDict | None = None,
+                          **kwargs) -> tuple[model_lib.MSCCNet, torch_port.LoadReport]:
+  """Our `MSCCNet` holding the weights of an official state_dict (numpy, PyTorch layouts).
+
+  The model's shape comes from `config.model` (default: the released model) or from `MSCCNet` kwargs. Raises
+  ValueError on a missing, unused or wrong-shape key, or a DCT buffer that is not the fixed basis.
+  """
+  if config is not None and kwargs:
+    raise ValueError("pass either a config or model kwargs, not both")
+  kwargs = kwargs or model_kwargs(config)
+  rest, buffers = _drop_checked_buffers(unwrap_checkpoint(state_dict))
+  module, report = torch_port.init_from_torch(lambda: build_model(kwargs), rest, rename=RENAME)
+  report.ignored = sorted(report.ignored + buffers)
+  return module, report
+
+
+def load_backbone(module: model_lib.MSCCNet, state_dict: Mapping[str, np.ndarray]) -> torch_port.LoadReport:
+  """Fills `module.backbone_net` from an ImageNet ResNetV1c state_dict (keys `stem.*`, `layerK.*`; `fc.*` is
+  ignored, as the official strict=False load does). Every backbone variable must be filled."""
+  report = torch_port.load_torch_state_dict(
+      module.backbone_net, unwrap_checkpoint(state_dict), rename=resnet.torch_rename(),
+      ignore=torch_port.DEFAULT_IGNORE + (r"^fc\.",), strict=True)
+  return report
+
+
+def _shapes(state: nnx.State) -> dict[str, tuple[int, ...]]:
+  leaves = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))[0]
+  return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def to_workdir(module: model_lib.MSCCNet, config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Writes `module`'s weights as step 0 of a `config` run in `workdir` (fresh optimizer state, the task's RNG
+  streams); returns the checkpoint directory. Raises if the module's variables differ from the task model's
+  or if `workdir` already holds checkpoints."""
+  from common.train import checkpoint as ckpt_lib
+  from common.train import loop
+
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.init_from.workdir = ""
+  config.epochs, config.total_steps, config.steps_per_epoch = 0, 0, 0
+  config.optimizer.per_epoch, config.optimizer.decay_epochs = False, 0
+  task = loop.build_task(config)
+  _, params, batch_stats, _ = nnx.split(module, nnx.Param, nnx.BatchStat, ...)
+
+  def converted_state(params, batch_stats, rng):
+    state = task.init(rng)
+    task_stats, task_other = nnx.split_state(state.rest["model"], nnx.BatchStat, ...)
+    for kind, ours, theirs in (("parameters", params, state.params["model"]),
+                               ("BatchNorm statistics", batch_stats, task_stats)):
+      if _shapes(ours) != _shapes(theirs):
+        diff = sorted(set(_shapes(ours).items()) ^ set(_shapes(theirs).items()))
+        raise ValueError(f"the converted model's {kind} do not match the task's model (check config.model): "
+                         f"differing (path, shape) entries {diff[:10]}")
+    opt_state = dict(state.opt_state, model=task.optimizers["model"].init(task.split_trainable("model", params)[0]))
+    return state.replace(params=dict(state.params, model=params),
+                         rest=dict(state.rest, model=nnx.merge_state(task_other, batch_stats)), opt_state=opt_state)
+
+  state = jax.jit(converted_state)(params, batch_stats, task.key(config.seed))
+  directory = os.path.join(workdir, "checkpoints")
+  ckpt = ckpt_lib.Checkpointer(directory, async_save=False)
+  try:
+    if ckpt.latest_step() is not None:
+      raise FileExistsError(f"{directory} already holds checkpoints (step {ckpt.latest_step()}); "
+                            "convert into an empty workdir")
+    ckpt.save(0, state, None, config, force=True)
+  finally:
+    ckpt.close()
+  return directory
+
+
+def load_pth(path: str) -> dict[str, np.ndarray]:
+  """The state_dict of an official `.pth` as numpy arrays (needs the `torch` extra)."""
+  try:
+    import torch  # optional dependency: only this CLI path needs it
+  except ImportError as e:
+    raise ImportError("reading a .pth needs PyTorch: pip install -e '.[torch]'") from e
+  checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+  if not isinstance(checkpoint, Mapping):
+    raise ValueError(f"{path}: expected a state_dict (a mapping), got {type(checkpoint).__name__}")
+  state_dict = unwrap_checkpoint(checkpoint)
+  bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
+  if bad:
+    raise ValueError(f"{path}: entries that are not tensors (not a state_dict?): {bad[:10]}")
+  return {k: v.detach().cpu().numpy() for k, v in state_dict.items()}
+
+
+def main(argv) -> None:
+  from absl import flags
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
+  if bool(f.pth) == bool(f.backbone_pth):
+    raise ValueError("give exactly one of --pth (a full MSCCNet) and --backbone_pth (ImageNet ResNetV1c)")
+  config = f.config
+  if f.pth:
+    module, report = from_torch_state_dict(load_pth(f.pth), config)
+  else:
+    module = build_model(model_kwargs(config))
+    report = load_backbone(module, load_pth(f.backbone_pth))
+  print(f"{f.pth or f.backbone_pth}: {report}")
+  print(f"wrote step 0 to {to_workdir(module, config, f.out)}")
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  flags.DEFINE_string("pth", "", "Official MSCCNet checkpoint (e.g. epoch_best.pth).")
+  flags.DEFINE_string("backbone_pth", "", "ImageNet ResNetV1c checkpoint (resnet50_v1c-2cccc1ad.pth).")
+  flags.DEFINE_string("out", None, "Run directory to write (checkpoints/0).", required=True)
+  config_flags.DEFINE_config_file("config", "configs/msccnet.py:paper", "Config of the run the weights start.",
+                                  lock_config=True)
+  app.run(main)
