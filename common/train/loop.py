@@ -182,7 +182,7 @@ def _check_finite(step: int, scalars: dict[str, float], ckpt: ckpt_lib.Checkpoin
                              f"(step {ckpt.latest_step()}) was saved")
 
 
-def _sharded_setup(config: ml_collections.ConfigDict):
+def sharded_setup(config: ml_collections.ConfigDict):
   """(task, mesh, batch sharding, abstract state, state shardings) for `config` on this process's devices."""
   task = build_task(config)
   mesh = mesh_lib.make_mesh(**config.mesh)
@@ -196,7 +196,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
                         split: str | None = None) -> dict[str, float]:
   """Evaluates `workdir`'s checkpoint (default: latest) on the mesh `config.mesh` describes, whatever mesh
   it was trained on."""
-  task, mesh, batch_sh, abstract, state_sh = _sharded_setup(config)
+  task, mesh, batch_sh, abstract, state_sh = sharded_setup(config)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
   with jax.set_mesh(mesh):
     restored, _ = ckpt.restore(_abstract_with(abstract, state_sh), step, with_data=False)
@@ -210,7 +210,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   from common.train import writers  # imports TensorFlow for clu's writers: only the loop needs it
 
   os.makedirs(workdir, exist_ok=True)
-  task, mesh, batch_sh, abstract, state_sh = _sharded_setup(config)
+  task, mesh, batch_sh, abstract, state_sh = sharded_setup(config)
   repl = mesh_lib.replicated(mesh)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints,
                                best_metric=config.get("best_metric", ""), best_mode=config.get("best_mode", "max"),
