@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from common.nn import torch_port
-from common.train import checkpoint, export, loop
+from common.train import checkpoint, export, loop, weights
 from vilocal_jax import convert
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,12 +114,12 @@ def test_module_prefix_and_wrapped_checkpoints(golden, converted):
   _, state_dict = golden
   reference, _ = converted
   wrapped = {"state_dict": {"module." + k: v for k, v in state_dict.items()}, "epoch": 4}
-  module, report = convert.from_torch_state_dict(convert.unwrap_checkpoint(wrapped), depth=SMALL_DEPTH)
+  module, report = convert.from_torch_state_dict(torch_port.unwrap_checkpoint(wrapped), depth=SMALL_DEPTH)
   assert not report.missing and not report.unused
   ours, theirs = nnx.state(module, nnx.Param), nnx.state(reference, nnx.Param)
   assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), ours, theirs))
-  assert convert.unwrap_checkpoint({"model": state_dict}) is state_dict
-  assert convert.unwrap_checkpoint(state_dict) is state_dict
+  assert torch_port.unwrap_checkpoint({"model": state_dict}) is state_dict
+  assert torch_port.unwrap_checkpoint(state_dict) is state_dict
 
 
 def test_depth_comes_from_the_config(golden):
@@ -167,9 +167,9 @@ def test_workdir_export_reproduces_pytorch(golden, converted, tmp_path):
   config = small_golden_config()
   config.seed = 7  # the converter's module has the streams of seed 0
   workdir, out = str(tmp_path / "run"), str(tmp_path / "export")
-  convert.to_workdir(module, config, workdir)
+  weights.to_workdir(module, config, workdir)
   with pytest.raises(FileExistsError, match="already holds checkpoints"):
-    convert.to_workdir(module, config, workdir)
+    weights.to_workdir(module, config, workdir)
 
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
   raw, saved_config = ckpt.restore_raw(0), ckpt.restore_config(0)
@@ -207,7 +207,7 @@ def test_workdir_rejects_a_model_of_another_shape(converted, tmp_path):
   config = small_golden_config()
   config.model.depth = (2, 2, 1, 2)
   with pytest.raises(ValueError, match="do not match the model of task"):
-    convert.to_workdir(module, config, str(tmp_path / "run"))
+    weights.to_workdir(module, config, str(tmp_path / "run"))
   config.model.noise_layer = False
   with pytest.raises(ValueError, match="HP3D"):
     convert.encoder_kwargs(config)
@@ -243,15 +243,15 @@ def test_load_pth_unwraps_and_converts_tensors(golden, monkeypatch):
   fake_torch.load = lambda path, **kwargs: calls.append(kwargs) or payloads[path]
   monkeypatch.setitem(sys.modules, "torch", fake_torch)
 
-  loaded = convert.load_pth("latest.pth")
+  loaded = torch_port.load_pth("latest.pth")
   assert calls == [{"map_location": "cpu", "weights_only": True}]
   assert loaded.keys() == {"module." + k for k in state_dict}
   _, report = convert.from_torch_state_dict(loaded, depth=SMALL_DEPTH)
   assert not report.missing and not report.unused
   with pytest.raises(ValueError, match=r"mixed.pth: entries that are not tensors .*\['epoch'\]"):
-    convert.load_pth("mixed.pth")
+    torch_port.load_pth("mixed.pth")
   with pytest.raises(ValueError, match="list.pth: expected a state_dict"):
-    convert.load_pth("list.pth")
+    torch_port.load_pth("list.pth")
 
 
 @pytest.mark.torch_parity

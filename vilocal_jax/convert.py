@@ -9,21 +9,20 @@ and keys carrying DataParallel's `module.` prefix are accepted too. Layouts are 
 `num_batches_tracked` counters are dropped and reported as ignored. Loading is strict: every module variable
 must be filled and every key used, and a shape mismatch raises, naming the key.
 
-The written WORKDIR holds `checkpoints/0` (the task's train state with the converted weights), which the engine
-reads as `config.init_from.workdir` (e.g. fine-tuning the decoder), `loop.evaluate_checkpoint` evaluates as is,
-and `common.train.export` exports for `vilocal_jax.predict`.
+The written WORKDIR holds `checkpoints/0` of the final stage's run (`common.train.weights.to_workdir`), which the
+engine reads as `config.init_from.workdir`, `loop.evaluate_checkpoint` evaluates and `common.train.export` exports
+for `vilocal_jax.predict`.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-import os
 
-import jax
 import ml_collections
 import numpy as np
 from flax import nnx
 
 from common.nn import torch_port
+from common.train import weights
 from vilocal_jax import model as model_lib
 
 FULL_DEPTH = (5, 8, 20, 7)
@@ -36,19 +35,6 @@ RENAME = (
     (r"^decoder\.classifier\.1\.", "decoder.bn."),
     (r"^decoder\.classifier\.3\.", "decoder.conv2."),
 )
-
-# Dict keys under which training scripts commonly nest the weights (e.g. `latest.pth`).
-_WRAPPER_KEYS = ("state_dict", "model")
-
-
-def unwrap_checkpoint(checkpoint: Mapping) -> Mapping:
-  """The `state_dict` inside a loaded `.pth`: the mapping itself, or its `state_dict` / `model` entry."""
-  for key in _WRAPPER_KEYS:
-    inner = checkpoint.get(key)
-    if isinstance(inner, Mapping):
-      return inner
-  return checkpoint
-
 
 def encoder_kwargs(config: ml_collections.ConfigDict | None = None,
                    depth: Sequence[int] | None = None) -> dict:
@@ -91,103 +77,15 @@ def from_torch_state_dict(state_dict: Mapping[str, np.ndarray],
   return torch_port.init_from_torch(lambda: build_model(encoder), state_dict, rename=RENAME)
 
 
-def final_stage_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The config under which converted weights are saved: the run that produced a released checkpoint.
-
-  That is the last of `config.run_stages` (for ViLocal, stage 2: the full model), not initialised from
-  anything, recorded as finished (no steps left, no per-epoch schedule), so that building its task to
-  evaluate or export it never has to count the training set's epochs.
-  """
-  from common.train import loop
-
-  _, stage, _ = loop.stage_configs(config, "")[-1]
-  stage = ml_collections.ConfigDict(stage.to_dict())
-  stage.init_from.workdir = ""
-  stage.epochs = 0
-  stage.total_steps = 0
-  stage.optimizer.per_epoch = False
-  stage.optimizer.decay_epochs = 0
-  return stage
-
-
-def _shapes(state: nnx.State) -> dict[str, tuple[int, ...]]:
-  leaves = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))[0]
-  return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in leaves}
-
-
-def to_workdir(module: model_lib.ViLocal, config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Writes `module`'s weights as step 0 of a run in `workdir`; returns the checkpoint directory.
-
-  The run is `final_stage_config(config)` (for the ViLocal configs: stage 2, the stage whose result the
-  official checkpoints are), so that the saved config evaluates and exports the full model. The state is
-  that task's fresh `init` (its RNG streams, seeded by `config.seed`) with `params["model"]` and the
-  BatchNorm statistics in `rest["model"]` replaced by the module's, and the optimizer state re-initialised
-  over the converted parameters. Raises if the module's variables differ from the task model's (e.g. another
-  depth) or if `workdir` already holds checkpoints.
-  """
-  from common.train import checkpoint as ckpt_lib
-  from common.train import loop
-
-  config = final_stage_config(config)
-  task = loop.build_task(config)
-  _, params, batch_stats, _ = nnx.split(module, nnx.Param, nnx.BatchStat, ...)
-
-  def converted_state(params, batch_stats, rng):
-    state = task.init(rng)  # under jit, XLA drops the replaced initialisers
-    task_stats, task_other = nnx.split_state(state.rest["model"], nnx.BatchStat, ...)
-    for kind, ours, theirs in (("parameters", params, state.params["model"]),
-                               ("BatchNorm statistics", batch_stats, task_stats)):
-      if _shapes(ours) != _shapes(theirs):
-        diff = sorted(set(_shapes(ours).items()) ^ set(_shapes(theirs).items()))
-        raise ValueError(f"the converted model's {kind} do not match the model of task {config.task} "
-                         f"(check config.model): differing (path, shape) entries {diff[:10]}")
-    opt_state = dict(state.opt_state)
-    if "model" in task.optimizers:
-      opt_state["model"] = task.optimizers["model"].init(task.split_trainable("model", params)[0])
-    return state.replace(params=dict(state.params, model=params),
-                         rest=dict(state.rest, model=nnx.merge_state(task_other, batch_stats)),
-                         opt_state=opt_state)
-
-  state = jax.jit(converted_state)(params, batch_stats, task.key(config.seed))
-
-  directory = os.path.join(workdir, "checkpoints")
-  ckpt = ckpt_lib.Checkpointer(directory, async_save=False)
-  try:
-    if ckpt.latest_step() is not None:
-      raise FileExistsError(f"{directory} already holds checkpoints (step {ckpt.latest_step()}); "
-                            "convert into an empty workdir")
-    ckpt.save(0, state, None, config, force=True)
-  finally:
-    ckpt.close()
-  return directory
-
-
-def load_pth(path: str) -> dict[str, np.ndarray]:
-  """The `state_dict` of an official `.pth` file as numpy arrays (needs the `torch` extra)."""
-  try:
-    import torch  # optional dependency: only this CLI path needs it
-  except ImportError as e:
-    raise ImportError("reading a .pth needs PyTorch: pip install -e '.[torch]'") from e
-
-  checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-  if not isinstance(checkpoint, Mapping):
-    raise ValueError(f"{path}: expected a state_dict (a mapping), got {type(checkpoint).__name__}")
-  state_dict = unwrap_checkpoint(checkpoint)
-  bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
-  if bad:
-    raise ValueError(f"{path}: entries that are not tensors (not a state_dict?): {bad[:10]}")
-  return {k: v.detach().cpu().numpy() for k, v in state_dict.items()}
-
-
 def main(argv) -> None:
   from absl import flags
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
   config = f.config
-  module, report = from_torch_state_dict(load_pth(f.pth), config)
+  module, report = from_torch_state_dict(torch_port.load_pth(f.pth), config)
   print(f"{f.pth}: {report}")
-  directory = to_workdir(module, config, f.out)
+  directory = weights.to_workdir(module, config, f.out)
   print(f"wrote step 0 to {directory}")
 
 

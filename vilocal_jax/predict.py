@@ -23,17 +23,16 @@ import collections
 from collections.abc import Callable, Iterable, Iterator
 import dataclasses
 import itertools
-import json
 import logging
 import os
 import re
 
 import cv2
-import jax
 import numpy as np
 from PIL import Image
 
 from common.data import transforms
+from common.train import serving
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FOLDER_FPS = 25.0
@@ -48,49 +47,23 @@ class Predictor:
   width: int
 
 
-def _predictor(fn, inputs: dict, outputs: dict, source: str) -> Predictor:
-  spec = inputs.get("frames")
-  if spec is None or len(spec["shape"]) != 4 or spec["shape"][-1] != 3 or "probs" not in outputs:
-    raise ValueError(f"{source}: not a ViLocal model (expected inputs frames [T, H, W, 3] and output probs; "
-                     f"got inputs {inputs}, outputs {list(outputs)})")
+def _predictor(served: serving.Served) -> Predictor:
+  spec = served.inputs.get("frames")
+  if spec is None or len(spec["shape"]) != 4 or spec["shape"][-1] != 3 or "probs" not in served.outputs:
+    raise ValueError(f"{served.source}: not a ViLocal model (expected inputs frames [T, H, W, 3] and output "
+                     f"probs; got inputs {served.inputs}, outputs {list(served.outputs)})")
   t, h, w, _ = (int(n) for n in spec["shape"])
-  return Predictor(fn, t, h, w)
+  return Predictor(served.fn, t, h, w)
 
 
 def load_export(export_dir: str) -> Predictor:
   """The predictor of an export written by `common.train.export` (needs only jax)."""
-  from common.train import export
-
-  manifest_path = os.path.join(export_dir, "manifest.json")
-  if not os.path.isfile(manifest_path):
-    raise FileNotFoundError(f"{export_dir}: no manifest.json (not an export directory)")
-  with open(manifest_path, encoding="utf-8") as f:
-    manifest = json.load(f)
-  return _predictor(export.load(export_dir), manifest["inputs"], manifest["outputs"], export_dir)
+  return _predictor(serving.load_export(export_dir))
 
 
 def load_workdir(workdir: str, step: int | None = None) -> Predictor:
   """The predictor of a run's checkpoint (default: the latest), through its task's `predict`."""
-  from common.train import checkpoint as ckpt_lib
-  from common.train import loop
-  from common.train.task import TrainState
-
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
-  try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"{workdir}: no checkpoint under checkpoints/")
-    task = loop.build_task(ckpt.restore_config(step))
-    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one),
-                            jax.eval_shape(task.init, task.key(0)))
-    restored, _ = ckpt.restore(abstract, step, with_data=False)
-  finally:
-    ckpt.close()
-  state = TrainState(**restored)
-  apply = jax.jit(lambda state, inputs: task.predict(task.models(state), inputs))
-  spec = task.export_spec()
-  return _predictor(lambda inputs: apply(state, inputs), spec["inputs"], spec["outputs"], workdir)
+  return _predictor(serving.load_workdir(workdir, step))
 
 
 def _natural_key(name: str) -> list:

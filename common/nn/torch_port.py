@@ -210,3 +210,34 @@ def init_from_torch(build: Callable[[], nnx.Module],
   module = nnx.merge(graphdef, weights, rest)
   report = load_torch_state_dict(module, state_dict, rename=rename, ignore=ignore, strict=True)
   return module, report
+
+
+# Dict keys under which training scripts commonly nest the weights (e.g. `latest.pth`).
+_WRAPPER_KEYS = ("state_dict", "model")
+
+
+def unwrap_checkpoint(checkpoint: Mapping) -> Mapping:
+  """The `state_dict` inside a loaded `.pth`: the mapping itself, or its `state_dict` / `model` entry."""
+  for key in _WRAPPER_KEYS:
+    inner = checkpoint.get(key)
+    if isinstance(inner, Mapping):
+      return inner
+  return checkpoint
+
+
+def load_pth(path: str) -> dict[str, np.ndarray]:
+  """The `state_dict` of a `.pth` file (unwrapped) as numpy arrays (needs the `torch` extra)."""
+  try:
+    import torch  # optional dependency: only converter command lines need it
+  except ImportError as e:
+    raise ImportError("reading a .pth needs PyTorch: pip install -e '.[torch]'") from e
+
+  checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+  if not isinstance(checkpoint, Mapping):
+    raise ValueError(f"{path}: expected a state_dict (a mapping), got {type(checkpoint).__name__} "
+                     "(a pickled whole module: load it with its code and save its .state_dict())")
+  state_dict = unwrap_checkpoint(checkpoint)
+  bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
+  if bad:
+    raise ValueError(f"{path}: entries that are not tensors (not a state_dict?): {bad[:10]}")
+  return {k: v.detach().cpu().numpy() for k, v in state_dict.items()}

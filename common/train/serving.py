@@ -1,0 +1,57 @@
+"""A trained model as a plain function for inference: from an export directory or from a run's checkpoint.
+
+Both give a `Served(fn, inputs, outputs, source)`: `fn({name: batch array}) -> {name: array}`, and the input /
+output specs of the task's `export_spec()` (the export's manifest), which a method's `predict.py` checks.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+import dataclasses
+import json
+import os
+
+import jax
+
+
+@dataclasses.dataclass(frozen=True)
+class Served:
+  fn: Callable[[dict], dict]
+  inputs: dict   # {name: {"shape": [...] without batch, "dtype": ...}}
+  outputs: dict  # {name: description}
+  source: str    # the directory it came from (for error messages)
+
+
+def load_export(export_dir: str) -> Served:
+  """The function of an export written by `common.train.export` (needs only jax and numpy)."""
+  from common.train import export
+
+  manifest_path = os.path.join(export_dir, "manifest.json")
+  if not os.path.isfile(manifest_path):
+    raise FileNotFoundError(f"{export_dir}: no manifest.json (not an export directory)")
+  with open(manifest_path, encoding="utf-8") as f:
+    manifest = json.load(f)
+  return Served(export.load(export_dir), manifest["inputs"], manifest["outputs"], export_dir)
+
+
+def load_workdir(workdir: str, step: int | None = None) -> Served:
+  """The task's `predict` on a run's checkpoint (default: the latest), on one local device."""
+  from common.train import checkpoint as ckpt_lib
+  from common.train import loop
+  from common.train.task import TrainState
+
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"{workdir}: no checkpoint under checkpoints/")
+    task = loop.build_task(ckpt.restore_config(step))
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one),
+                            jax.eval_shape(task.init, task.key(0)))
+    restored, _ = ckpt.restore(abstract, step, with_data=False)
+  finally:
+    ckpt.close()
+  state = TrainState(**restored)
+  apply = jax.jit(lambda state, inputs: task.predict(task.models(state), inputs))
+  spec = task.export_spec()
+  return Served(lambda inputs: apply(state, inputs), spec["inputs"], spec["outputs"], workdir)
