@@ -1,0 +1,80 @@
+"""MSCCNet configs: `paper` (the released recipe), `demo` (embedded face corpus, minutes on a CPU), `smoke` (tests).
+
+Run: python -m msccnet_jax.main --config=configs/msccnet.py:demo --workdir=DIR
+
+`paper` follows the only released experiment config (`configs/mscc/mscc_resnet_ff_all.py`): FF++ c40, all five
+manipulation types, ~20 frames per fake video each paired with the same real frame, 512x512 input, ResNet-50
+v1c at output stride 8, SGD (lr 0.009, momentum 0.9, weight decay 5e-4 on every parameter), poly decay (power
+0.9, floor 1% of the lr) per iteration over 30 epochs, global batch 64, losses image CE + mask CE + coarse-map
+CE with weight 1 each. The official backbone starts from ImageNet (openmmlab resnet50_v1c): convert it with
+`python -m msccnet_jax.convert --backbone_pth=... --out=INIT` and pass `--config.init_from.workdir=INIT`.
+Not reproduced: the official train augmentation (random rescale 0.5-2 + 512 crop, photometric distortion);
+only the horizontal flip is used. Ablations: --config.model.spectral_k, --config.model.spectral_size='()'
+(basis per feature size), --config.loss.map_weight=0 (no coarse-map supervision).
+"""
+import ml_collections
+
+from common.train.config import base_config
+
+
+def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
+  variant = arg or "demo"
+  if variant not in ("paper", "demo", "smoke"):
+    raise ValueError(f"unknown MSCCNet variant {variant!r}: paper, demo or smoke")
+  c = base_config()
+  c.task = "msccnet_jax.task:MSCCNetTask"
+  c.model = ml_collections.ConfigDict(dict(
+      depth=50, output_stride=8, stem_channels=64, base_channels=64, feats_channels=512, out_channels=512,
+      num_classes=2, dropout=0.1,
+      spectral_k=2,            # n = k**2 channel groups (the DCT itself always uses dct_k**2 = 64 frequencies)
+      dct_k=8,                 # fixed in the official DCT layer
+      spectral_size=(64, 64),  # the official fixed DCT buffer (input 512 at OS8); () builds it per feature size
+  ))
+  c.loss = ml_collections.ConfigDict(dict(image_weight=1.0, mask_weight=1.0, map_weight=1.0))
+  c.data = ml_collections.ConfigDict(dict(
+      root="",                 # FF++ root (original_sequences/, manipulated_sequences/, splits/); "" = demo corpus
+      methods=("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter"),
+      compression="c40", frames_per_video=20, crop_scale=1.3,
+      mask_source="ssim",      # MSCCNet's SSIM re-annotation for every method
+      face_boxes="",           # JSON of precomputed boxes {video: {frame: box}}; "" = LBP cascade detection
+      size=512,                # square input (the official val/test resize; train crops 512)
+      flip=True, worker_count=0, read_threads=4))
+  c.global_batch_size = 64
+  c.epochs = 30
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="sgd", lr=0.009, momentum=0.9, weight_decay=5e-4, schedule="poly", power=0.9, end_lr=0.009 * 0.01))
+  c.eval_split = "test"
+  c.best_metric = ""           # the official `epoch_best.pth` is simply the last evaluated epoch
+  c.log_every = 50
+  c.checkpoint_every = 2000
+  c.seed = 866
+
+  if variant in ("demo", "smoke"):
+    c.rng_impl = "rbg"  # compiles several times faster on CPU than threefry
+    c.data.root = ""
+    c.data.methods = ()  # every method of the demo corpus
+    c.data.compression = "c23"
+    c.data.frames_per_video = 15
+    c.data.mask_source = "auto"  # the demo's lossless mask videos (made by the same SSIM annotation)
+    c.data.face_boxes = "face_boxes.json"
+    c.model.spectral_size = ()
+  if variant == "demo":
+    c.data.size = 96
+    c.model.update(dict(stem_channels=32, base_channels=16, feats_channels=64, out_channels=64))
+    c.global_batch_size = 8
+    c.epochs = 0
+    c.total_steps = 400
+    c.optimizer.update(dict(name="adamw", lr=1e-3, weight_decay=1e-4, schedule="cosine", end_lr=1e-5))
+    c.log_every = 20
+    c.eval_every = 200
+    c.checkpoint_every = 200
+  elif variant == "smoke":
+    c.data.size = 64
+    c.data.frames_per_video = 2
+    c.model.update(dict(stem_channels=16, base_channels=8, feats_channels=64, out_channels=64))
+    c.global_batch_size = 4
+    c.epochs = 0
+    c.total_steps = 2
+    c.log_every = 1
+    c.checkpoint_every = 2
+  return c

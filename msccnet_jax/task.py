@@ -1,0 +1,138 @@
+"""MSCCNet as an engine task: FF++ face crops, three cross-entropy losses, the official and per-image metrics.
+
+Training (`main/train_segmentor.py`, `models/base/base.py`): loss = image CE (image logits vs. the frame label)
++ mask CE (decoder logits upsampled bilinearly, align_corners=False, to the input size, vs. the {0,1} mask; 255
+ignored) + map CE (the MSCC coarse map, upsampled the same way), weights 1.0 each (`config.loss`). Real frames
+have all-zero masks; the reader lists the real frame after each fake one, as the official loader.
+
+Evaluation, both protocols on the same predictions (mask = argmax of the upsampled logits, i.e. p(fake) > 0.5;
+image score = softmax(image logits)[fake]):
+  * official (`main/test_segmentor.py`, `utils/metric.py`): `image_acc`, `image_auc` over frames;
+    `pixel_f1_class_avg`, `pixel_iou_class_avg`: one confusion matrix over every pixel of every frame, real
+    frames included, averaged over the two classes. Real frames are listed once (`real_per_method=False`), as
+    the official de-duplication counts them;
+  * per image (`common.metrics`): `pixel_f1`, `pixel_iou`, `pixel_auc`, mean over the fake frames.
+  Pixels are scored at the model's input size (the official test upsamples to each crop's own size).
+"""
+
+import os
+
+import flax
+import jax
+import jax.numpy as jnp
+from clu import metrics as clu_metrics
+
+from common import metrics
+from common.data import demo, face_detection, pipeline, transforms
+from common.data.readers import FaceForensicsReader
+from common.losses import segmentation
+from common.train.task import Task
+from msccnet_jax import convert, model as model_lib
+
+# The official Normalize: BGR -> RGB, then ImageNet mean / std on the 0-255 scale.
+MEAN = (123.675, 116.28, 103.53)
+STD = (58.395, 57.12, 57.375)
+IGNORE_INDEX = 255
+
+
+@flax.struct.dataclass
+class MSCCNetMetrics(clu_metrics.Collection):
+  image_acc: metrics.ImageAccuracy
+  image_auc: metrics.ImageAUC
+  pixel_f1_class_avg: metrics.ClassAveragedPixelF1
+  pixel_iou_class_avg: metrics.ClassAveragedPixelIoU
+  pixel_f1: metrics.PixelF1
+  pixel_iou: metrics.PixelIoU
+  pixel_auc: metrics.PixelAUC
+
+
+def normalize(image: jax.Array, dtype=jnp.float32) -> jax.Array:
+  """uint8 / float RGB [..., 3] on the 0-255 scale -> normalised `dtype` (the official Normalize)."""
+  return ((image.astype(jnp.float32) - jnp.asarray(MEAN)) / jnp.asarray(STD)).astype(dtype)
+
+
+class MSCCNetTask(Task):
+
+  def build_models(self, rngs):
+    return {"model": model_lib.MSCCNet(**convert.model_kwargs(self.config), dtype=self.dtype, rngs=rngs)}
+
+  # ------------------------------------------------------------------ data
+  def _root(self) -> str:
+    return self.config.data.root or os.path.join(demo.ensure_demo_corpus(), "faces")
+
+  def _reader(self, split: str) -> FaceForensicsReader:
+    d, root = self.config.data, self._root()
+    methods = tuple(d.methods) or tuple(sorted(os.listdir(os.path.join(root, "manipulated_sequences"))))
+    boxes = None
+    if d.face_boxes:
+      boxes = face_detection.PrecomputedFaceBoxes(os.path.join(root, d.face_boxes))
+    return FaceForensicsReader(root, split, methods=methods, compression=d.compression,
+                               frames_per_video=d.frames_per_video, crop_scale=d.crop_scale, face_boxes=boxes,
+                               mask_source=d.mask_source, real_per_method=split == "train")
+
+  def steps_per_epoch(self) -> int:
+    return max(len(self._reader("train")) // self.config.global_batch_size, 1)
+
+  def input_pipeline(self, split, *, process_index=0, process_count=1):
+    c, d = self.config, self.config.data
+    ops = [transforms.Resize(d.size, d.size)]
+    batch = c.global_batch_size // process_count
+    if split == "train":
+      return pipeline.train_dataset(self._reader(split), seed=c.seed, batch_size=batch,
+                                    transforms=ops + ([transforms.RandomHorizontalFlip()] if d.flip else []),
+                                    process_index=process_index, process_count=process_count,
+                                    worker_count=d.worker_count, read_threads=d.read_threads)
+    return pipeline.eval_batches(self._reader(split), batch_size=batch, transforms=ops,
+                                 process_index=process_index, process_count=process_count,
+                                 read_threads=d.read_threads)
+
+  # ------------------------------------------------------------------ steps
+  def _forward(self, net, image):
+    """Model outputs with the mask logits and the coarse map upsampled to the input size (float32)."""
+    out = net(normalize(image, self.dtype))
+    size = image.shape[1:3]
+    return {"image_logits": out["image_logits"].astype(jnp.float32),
+            "mask_logits": model_lib.upsample_bilinear(out["mask_logits"].astype(jnp.float32), size),
+            "coarse_map": model_lib.upsample_bilinear(out["coarse_map"].astype(jnp.float32), size)}
+
+  def loss(self, models, batch, rng):
+    del rng
+    w = self.config.loss
+    out = self._forward(models["model"], batch["image"])
+    mask = batch["mask"].astype(jnp.int32)
+    terms = {
+        "loss_image": segmentation.softmax_cross_entropy(out["image_logits"], batch["label"].astype(jnp.int32),
+                                                         ignore_index=IGNORE_INDEX),
+        "loss_mask": segmentation.softmax_cross_entropy(out["mask_logits"], mask, ignore_index=IGNORE_INDEX),
+        "loss_map": segmentation.softmax_cross_entropy(out["coarse_map"], mask, ignore_index=IGNORE_INDEX),
+    }
+    total = w.image_weight * terms["loss_image"] + w.mask_weight * terms["loss_mask"] + w.map_weight * terms["loss_map"]
+    return total, terms
+
+  def _scores(self, net, image):
+    out = self._forward(net, image)
+    return jax.nn.softmax(out["image_logits"], -1)[:, 1], jax.nn.softmax(out["mask_logits"], -1)[..., 1]
+
+  def eval_step(self, state, batch):
+    score, probs = self._scores(self.models(state)["model"], batch["image"])
+    return MSCCNetMetrics.single_from_model_output(pred_label=score, label=batch["label"], pred_mask=probs,
+                                                   gt_mask=batch["mask"], valid=batch["valid"])
+
+  def image_summaries(self, state, batch):
+    _, probs = self._scores(self.models(state)["model"], batch["image"][:4])
+    image = batch["image"][:4].astype(jnp.float32) / 255.0
+    heat = jnp.stack([probs, jnp.zeros_like(probs), 1.0 - probs], -1)
+    return {"overlay": 0.5 * image + 0.5 * heat, "mask": batch["mask"][:4, ..., None].astype(jnp.float32)}
+
+  # ------------------------------------------------------------------ export
+  def predict(self, models, inputs):
+    score, probs = self._scores(models["model"], inputs["image"])
+    return {"score": score, "probs": probs}
+
+  def export_spec(self):
+    s = self.config.data.size
+    return {"inputs": {"image": {"shape": [s, s, 3], "dtype": "float32"}},
+            "normalisation": (f"RGB face crop resized to {s}x{s} (bilinear), values 0-255 (the model subtracts the "
+                              f"ImageNet mean {MEAN} and divides by the std {STD})"),
+            "outputs": {"score": "probability that the face is manipulated, [B]",
+                        "probs": f"per-pixel manipulation probability, [B, {s}, {s}]"}}
