@@ -103,35 +103,41 @@ def main(argv):
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", 0.0)) if cost else 0.0
     mem = compiled.memory_analysis()
-    for _ in range(_WARMUP.value):
-      state, metrics = compiled(state, batch)
-    jax.block_until_ready(state)
-    times = []
-    for _ in range(_STEPS.value):
-      t0 = time.perf_counter()
-      state, metrics = compiled(state, batch)
-      jax.block_until_ready((state, metrics))
-      times.append(time.perf_counter() - t0)
-  device = jax.devices()[0]
+    device = jax.devices()[0]
+    record = {
+        "method": _METHOD.value, "config": _CONFIG.value, "stage": _STAGE.value,
+        "backend": jax.default_backend(), "device_kind": device.device_kind, "device_count": jax.device_count(),
+        "dtype": dtype, "global_batch": int(config.global_batch_size),
+        "input_shapes": {k: list(v.shape) for k, v in host_batch.items()},
+        "flops_per_step": flops, "compile_s": compile_s, "init_s": init_s,
+        "compiled_temp_bytes": getattr(mem, "temp_size_in_bytes", None),
+        "compiled_argument_bytes": getattr(mem, "argument_size_in_bytes", None),
+    }
+    try:
+      for _ in range(_WARMUP.value):
+        state, metrics = compiled(state, batch)
+      jax.block_until_ready(state)
+      times = []
+      for _ in range(_STEPS.value):
+        t0 = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready((state, metrics))
+        times.append(time.perf_counter() - t0)
+    except jax.errors.JaxRuntimeError as e:  # e.g. out of memory: the compile figures still say why
+      record["error"] = str(e).splitlines()[0]
+      print(json.dumps(record), flush=True)
+      raise
   median = float(np.median(times))
   stats = device.memory_stats() or {}
   peak = peak_tflops(device, dtype) if device.platform != "cpu" else None
-  record = {
-      "method": _METHOD.value, "config": _CONFIG.value, "stage": _STAGE.value,
-      "backend": jax.default_backend(), "device_kind": device.device_kind, "device_count": jax.device_count(),
-      "dtype": dtype, "global_batch": int(config.global_batch_size),
-      "input_shapes": {k: list(v.shape) for k, v in host_batch.items()},
+  record.update({
       "step_s_median": median, "step_s_p90": float(np.percentile(times, 90)),
-      "samples_per_s": config.global_batch_size / median,
-      "flops_per_step": flops, "tflops_per_s": flops / median / 1e12,
+      "samples_per_s": config.global_batch_size / median, "tflops_per_s": flops / median / 1e12,
       "mfu": (flops / median / 1e12 / (peak * jax.device_count())) if peak else None,
-      "compile_s": compile_s, "init_s": init_s,
-      "compiled_temp_bytes": getattr(mem, "temp_size_in_bytes", None),
-      "compiled_argument_bytes": getattr(mem, "argument_size_in_bytes", None),
       "peak_device_bytes": stats.get("peak_bytes_in_use"),
       "peak_host_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
       "loss": float(np.asarray(metrics.get("loss", np.nan))),
-  }
+  })
   print(json.dumps(record), flush=True)
 
 
