@@ -17,20 +17,20 @@ Every key is accounted for:
 
 The ImageNet backbone (`--backbone_pth`, openmmlab's ResNetV1c keys `stem.*`, `layerK.*`, plus an unused
 `fc.*`) fills `backbone_net` only and keeps the head's fresh initialisation, as the official `strict=False`
-load does; its step-0 directory is what `config.init_from.workdir` starts a paper run from.
+load does. `common.train.weights.to_workdir` writes either as step 0 of a run (the official weights: evaluate or
+export it; the ImageNet backbone: what `config.init_from.workdir` starts a paper run from).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
-import os
 import re
 
-import jax
 import ml_collections
 import numpy as np
 from flax import nnx
 
 from common.nn import resnet, spectral, torch_port
+from common.train import weights
 from msccnet_jax import model as model_lib
 
 FREQUENCY_KEY = r"(^|\.)frequency\.weight$"
@@ -49,18 +49,6 @@ RENAME = (
     + _sequential(r"bottleneck[123]|bottleneck_fusion|(?:mscc\.)?bottleneck", {"0": "conv", "1": "bn"})
     + _sequential(r"(?:mscc\.)?decoder_map|decoder", {"0": "conv1", "1": "bn", "4": "conv2"})
 )
-
-_WRAPPER_KEYS = ("model", "state_dict")
-
-
-def unwrap_checkpoint(checkpoint: Mapping) -> Mapping:
-  """The state_dict inside a loaded `.pth`: its `model` (official) or `state_dict` entry, else itself."""
-  for key in _WRAPPER_KEYS:
-    inner = checkpoint.get(key)
-    if isinstance(inner, Mapping):
-      return inner
-  return checkpoint
-
 
 def model_kwargs(config: ml_collections.ConfigDict | None = None) -> dict:
   """`MSCCNet` kwargs from `config.model` (default: the released model)."""
@@ -116,7 +104,7 @@ def from_torch_state_dict(state_dict: Mapping[str, np.ndarray], config: ml_colle
   if config is not None and kwargs:
     raise ValueError("pass either a config or model kwargs, not both")
   kwargs = kwargs or model_kwargs(config)
-  rest, buffers = _drop_checked_buffers(unwrap_checkpoint(state_dict))
+  rest, buffers = _drop_checked_buffers(torch_port.unwrap_checkpoint(state_dict))
   module, report = torch_port.init_from_torch(lambda: build_model(kwargs), rest, rename=RENAME)
   report.ignored = sorted(report.ignored + buffers)
   return module, report
@@ -126,70 +114,9 @@ def load_backbone(module: model_lib.MSCCNet, state_dict: Mapping[str, np.ndarray
   """Fills `module.backbone_net` from an ImageNet ResNetV1c state_dict (keys `stem.*`, `layerK.*`; `fc.*` is
   ignored, as the official strict=False load does). Every backbone variable must be filled."""
   report = torch_port.load_torch_state_dict(
-      module.backbone_net, unwrap_checkpoint(state_dict), rename=resnet.torch_rename(),
+      module.backbone_net, torch_port.unwrap_checkpoint(state_dict), rename=resnet.torch_rename(),
       ignore=torch_port.DEFAULT_IGNORE + (r"^fc\.",), strict=True)
   return report
-
-
-def _shapes(state: nnx.State) -> dict[str, tuple[int, ...]]:
-  leaves = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))[0]
-  return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in leaves}
-
-
-def to_workdir(module: model_lib.MSCCNet, config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Writes `module`'s weights as step 0 of a `config` run in `workdir` (fresh optimizer state, the task's RNG
-  streams); returns the checkpoint directory. Raises if the module's variables differ from the task model's
-  or if `workdir` already holds checkpoints."""
-  from common.train import checkpoint as ckpt_lib
-  from common.train import loop
-
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.init_from.workdir = ""
-  config.epochs, config.total_steps, config.steps_per_epoch = 0, 0, 0
-  config.optimizer.per_epoch, config.optimizer.decay_epochs = False, 0
-  task = loop.build_task(config)
-  _, params, batch_stats, _ = nnx.split(module, nnx.Param, nnx.BatchStat, ...)
-
-  def converted_state(params, batch_stats, rng):
-    state = task.init(rng)
-    task_stats, task_other = nnx.split_state(state.rest["model"], nnx.BatchStat, ...)
-    for kind, ours, theirs in (("parameters", params, state.params["model"]),
-                               ("BatchNorm statistics", batch_stats, task_stats)):
-      if _shapes(ours) != _shapes(theirs):
-        diff = sorted(set(_shapes(ours).items()) ^ set(_shapes(theirs).items()))
-        raise ValueError(f"the converted model's {kind} do not match the task's model (check config.model): "
-                         f"differing (path, shape) entries {diff[:10]}")
-    opt_state = dict(state.opt_state, model=task.optimizers["model"].init(task.split_trainable("model", params)[0]))
-    return state.replace(params=dict(state.params, model=params),
-                         rest=dict(state.rest, model=nnx.merge_state(task_other, batch_stats)), opt_state=opt_state)
-
-  state = jax.jit(converted_state)(params, batch_stats, task.key(config.seed))
-  directory = os.path.join(workdir, "checkpoints")
-  ckpt = ckpt_lib.Checkpointer(directory, async_save=False)
-  try:
-    if ckpt.latest_step() is not None:
-      raise FileExistsError(f"{directory} already holds checkpoints (step {ckpt.latest_step()}); "
-                            "convert into an empty workdir")
-    ckpt.save(0, state, None, config, force=True)
-  finally:
-    ckpt.close()
-  return directory
-
-
-def load_pth(path: str) -> dict[str, np.ndarray]:
-  """The state_dict of an official `.pth` as numpy arrays (needs the `torch` extra)."""
-  try:
-    import torch  # optional dependency: only this CLI path needs it
-  except ImportError as e:
-    raise ImportError("reading a .pth needs PyTorch: pip install -e '.[torch]'") from e
-  checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-  if not isinstance(checkpoint, Mapping):
-    raise ValueError(f"{path}: expected a state_dict (a mapping), got {type(checkpoint).__name__}")
-  state_dict = unwrap_checkpoint(checkpoint)
-  bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
-  if bad:
-    raise ValueError(f"{path}: entries that are not tensors (not a state_dict?): {bad[:10]}")
-  return {k: v.detach().cpu().numpy() for k, v in state_dict.items()}
 
 
 def main(argv) -> None:
@@ -201,12 +128,12 @@ def main(argv) -> None:
     raise ValueError("give exactly one of --pth (a full MSCCNet) and --backbone_pth (ImageNet ResNetV1c)")
   config = f.config
   if f.pth:
-    module, report = from_torch_state_dict(load_pth(f.pth), config)
+    module, report = from_torch_state_dict(torch_port.load_pth(f.pth), config)
   else:
     module = build_model(model_kwargs(config))
-    report = load_backbone(module, load_pth(f.backbone_pth))
+    report = load_backbone(module, torch_port.load_pth(f.backbone_pth))
   print(f"{f.pth or f.backbone_pth}: {report}")
-  print(f"wrote step 0 to {to_workdir(module, config, f.out)}")
+  print(f"wrote step 0 to {weights.to_workdir(module, config, f.out)}")
 
 
 if __name__ == "__main__":

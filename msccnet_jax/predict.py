@@ -24,10 +24,10 @@ import logging
 import os
 
 import cv2
-import jax
 import numpy as np
 
 from common.data import face_detection, transforms
+from common.train import serving
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -39,48 +39,22 @@ class Predictor:
   size: int
 
 
-def _predictor(fn, inputs: dict, outputs: dict, source: str) -> Predictor:
-  spec = inputs.get("image")
-  if spec is None or len(spec["shape"]) != 3 or spec["shape"][-1] != 3 or not {"score", "probs"} <= set(outputs):
-    raise ValueError(f"{source}: not an MSCCNet model (expected input image [S, S, 3] and outputs score, probs; "
-                     f"got inputs {inputs}, outputs {list(outputs)})")
-  return Predictor(fn, int(spec["shape"][0]))
+def _predictor(served) -> Predictor:
+  spec = served.inputs.get("image")
+  if spec is None or len(spec["shape"]) != 3 or spec["shape"][-1] != 3 or not {"score", "probs"} <= set(served.outputs):
+    raise ValueError(f"{served.source}: not an MSCCNet model (expected input image [S, S, 3] and outputs score, "
+                     f"probs; got inputs {served.inputs}, outputs {list(served.outputs)})")
+  return Predictor(served.fn, int(spec["shape"][0]))
 
 
 def load_export(export_dir: str) -> Predictor:
   """The predictor of an export written by `common.train.export` (needs only jax)."""
-  from common.train import export
-
-  path = os.path.join(export_dir, "manifest.json")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{export_dir}: no manifest.json (not an export directory)")
-  with open(path, encoding="utf-8") as f:
-    manifest = json.load(f)
-  return _predictor(export.load(export_dir), manifest["inputs"], manifest["outputs"], export_dir)
+  return _predictor(serving.load_export(export_dir))
 
 
 def load_workdir(workdir: str, step: int | None = None) -> Predictor:
   """The predictor of a run's checkpoint (default: the latest), through its task's `predict`."""
-  from common.train import checkpoint as ckpt_lib
-  from common.train import loop
-  from common.train.task import TrainState
-
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
-  try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"{workdir}: no checkpoint under checkpoints/")
-    task = loop.build_task(ckpt.restore_config(step))
-    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one),
-                            jax.eval_shape(task.init, task.key(0)))
-    restored, _ = ckpt.restore(abstract, step, with_data=False)
-  finally:
-    ckpt.close()
-  state = TrainState(**restored)
-  apply = jax.jit(lambda state, inputs: task.predict(task.models(state), inputs))
-  spec = task.export_spec()
-  return _predictor(lambda inputs: apply(state, inputs), spec["inputs"], spec["outputs"], workdir)
+  return _predictor(serving.load_workdir(workdir, step))
 
 
 def read_frames(path: str) -> list[np.ndarray]:

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from common.nn import spectral, torch_port
-from common.train import checkpoint, loop
+from common.train import checkpoint, loop, weights
 from configs import msccnet as msccnet_configs
 from msccnet_jax import convert
 from msccnet_jax import model as model_lib
@@ -106,7 +106,7 @@ def test_step_zero_workdir_holds_the_converted_weights(tmp_path):
   _, params = _thin_golden()
   config = msccnet_configs.get_config("smoke")
   module, _ = convert.from_torch_state_dict(params, config)
-  directory = convert.to_workdir(module, config, str(tmp_path))
+  directory = weights.to_workdir(module, config, str(tmp_path))
   ckpt = checkpoint.Checkpointer(directory, read_only=True, async_save=False)
   raw = ckpt.restore_raw(0)
   restored_config = ckpt.restore_config(0)
@@ -117,5 +117,5 @@ def test_step_zero_workdir_holds_the_converted_weights(tmp_path):
   np.testing.assert_array_equal(flat["rest/model/bottleneck3/bn/mean"], params["bottleneck3.1.running_mean"])
   assert restored_config.total_steps == 0 and restored_config.model.feats_channels == 64
   with pytest.raises(FileExistsError):
-    convert.to_workdir(module, config, str(tmp_path))
+    weights.to_workdir(module, config, str(tmp_path))
   assert jax.device_count() == 4

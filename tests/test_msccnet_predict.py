@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from common.data import demo
-from common.train import export
+from common.train import export, serving, weights
 from configs import msccnet as msccnet_configs
 from msccnet_jax import convert, predict
 
@@ -22,7 +22,7 @@ def run_dir(tmp_path_factory):
   config = msccnet_configs.get_config("smoke")
   workdir = str(tmp_path_factory.mktemp("msccnet_run"))
   module, _ = convert.from_torch_state_dict(params, config)
-  convert.to_workdir(module, config, workdir)
+  weights.to_workdir(module, config, workdir)
   return workdir
 
 
@@ -74,4 +74,4 @@ def test_face_image_as_full_crop_and_bad_inputs(run_dir, tmp_path):
   with pytest.raises(ValueError, match="cannot read a frame"):
     predict.read_frames(str(tmp_path / "bad.mp4"))
   with pytest.raises(ValueError, match="not an MSCCNet model"):
-    predict._predictor(None, {"frames": {"shape": [5, 8, 8, 3]}}, {"probs": ""}, "x")
+    predict._predictor(serving.Served(None, {"frames": {"shape": [5, 8, 8, 3]}}, {"probs": ""}, "x"))
