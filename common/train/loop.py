@@ -186,6 +186,7 @@ def sharded_setup(config: ml_collections.ConfigDict):
   """(task, mesh, batch sharding, abstract state, state shardings) for `config` on this process's devices."""
   task = build_task(config)
   mesh = mesh_lib.make_mesh(**config.mesh)
+  logging.info("mesh %s over %d devices (%s)", dict(mesh.shape), mesh.size, jax.devices()[0].device_kind)
   abstract = jax.eval_shape(task.init, task.key(config.seed))
   state_sh = mesh_lib.state_shardings(mesh, abstract, [tuple(r) for r in config.partition_rules],
                                       config.fsdp_min_size)
