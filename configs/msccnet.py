@@ -63,7 +63,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     c.model.update(dict(stem_channels=32, base_channels=16, feats_channels=64, out_channels=64))
     c.global_batch_size = 8
     c.epochs = 0
-    c.total_steps = 400
+    c.total_steps = 800  # 643 s on 2 shared cores: eval pixel_f1 0.88 (per image), image_auc 0.75 (target 0.9)
+    c.loss.image_weight = 2.0  # the image head lags the pixel heads when trained from scratch
     c.optimizer.update(dict(name="adamw", lr=1e-3, weight_decay=1e-4, schedule="cosine", end_lr=1e-5))
     c.log_every = 20
     c.eval_every = 200
