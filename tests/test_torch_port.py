@@ -164,11 +164,23 @@ def test_depthwise_shift_and_add_equals_xla_convolution(n, kernel, padding):
       dimension_numbers=jax.lax.conv_dimension_numbers(x.shape, conv.kernel.shape, (
           "N" + "DHW"[3 - n:] + "C", "DHW"[3 - n:] + "IO", "N" + "DHW"[3 - n:] + "C"))) + conv.bias[...]
   np.testing.assert_allclose(conv(x), reference, rtol=1e-5, atol=1e-5)
-  grad = jax.grad(lambda k: (jax.lax.conv_general_dilated(
+  numbers = ("N" + "DHW"[3 - n:] + "C", "DHW"[3 - n:] + "IO", "N" + "DHW"[3 - n:] + "C")
+  grad = jax.grad(lambda x, k: (jax.lax.conv_general_dilated(
+      x, k, (1,) * n, [(padding, padding)] * n, feature_group_count=6, dimension_numbers=numbers) ** 2).sum(),
+      argnums=(0, 1))
+  fast = jax.grad(lambda x, k: (layers.depthwise_conv_general_dilated(
       x, k, (1,) * n, [(padding, padding)] * n, feature_group_count=6,
-      dimension_numbers=("N" + "DHW"[3 - n:] + "C", "DHW"[3 - n:] + "IO", "N" + "DHW"[3 - n:] + "C")) ** 2).sum())
-  fast = jax.grad(lambda k: (layers.depthwise_conv_general_dilated(
-      x, k, (1,) * n, [(padding, padding)] * n, feature_group_count=6,
-      dimension_numbers=jax.lax.conv_dimension_numbers(x.shape, k.shape, (
-          "N" + "DHW"[3 - n:] + "C", "DHW"[3 - n:] + "IO", "N" + "DHW"[3 - n:] + "C"))) ** 2).sum())
-  np.testing.assert_allclose(fast(conv.kernel[...]), grad(conv.kernel[...]), rtol=1e-4, atol=1e-4)
+      dimension_numbers=jax.lax.conv_dimension_numbers(x.shape, k.shape, numbers)) ** 2).sum(), argnums=(0, 1))
+  for ours, theirs in zip(fast(x, conv.kernel[...]), grad(x, conv.kernel[...])):  # input and kernel gradients
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_depthwise_shift_and_add_backward_keeps_few_activations():
+  """Compiled temp memory of the 5x5x5 depthwise conv's gradient: a few activations, not one per tap (125)."""
+  x = jax.ShapeDtypeStruct((2, 5, 24, 40, 32), jnp.float32)
+  k = jax.ShapeDtypeStruct((5, 5, 5, 1, 32), jnp.float32)
+  numbers = jax.lax.conv_dimension_numbers(x.shape, k.shape, ("NDHWC", "DHWIO", "NDHWC"))
+  grad = jax.jit(jax.grad(lambda x, k: (layers.depthwise_conv_general_dilated(
+      x, k, (1, 1, 1), [(2, 2)] * 3, feature_group_count=32, dimension_numbers=numbers) ** 2).sum(), argnums=(0, 1)))
+  activation = 2 * 5 * 24 * 40 * 32 * 4
+  assert grad.lower(x, k).compile().memory_analysis().temp_size_in_bytes < 12 * activation
