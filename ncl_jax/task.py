@@ -1,0 +1,168 @@
+"""NCL-IML as an engine task: DeepLabV3+ with pivot branches, trained with segmentation, patch-contrastive and
+pivot-consistent losses (ncl_jax/losses.py), evaluated with the image-manipulation pixel metrics.
+
+Loss at step s (weights in `config.ncl`):
+  seg_weight * CE(logits, mask)                                           full resolution, 2 classes
+  + dice_weight * dice(softmax tampered probability, mask)                0 in the paper config
+  + branch_seg_weight * mean_b CE(branch_logits_b, mask at H/4, nearest)
+  + contrastive_weight * mean_b InfoNCE(patches, labels with contour role of branch b at phase(s))
+  + pivot_weight * pivot_consistency(branch_logits)
+Inputs: uint8 RGB -> /255 -> ImageNet mean/std (the notebook's preprocessing). Evaluation: tampered probability
+= softmax(logits)[..., 1] (the notebook's argmax is the 0.5 threshold); per-image pixel F1 at 0.5 (origin and
+permuted), best-threshold F1, IoU and AUC over the tampered images (IMDL-BenCo / Protocol-MVSS).
+"""
+
+import functools
+import os
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from clu import metrics as clu_metrics
+
+from common import metrics
+from common.data import demo, perturbations, pipeline, transforms
+from common.data.readers import ImageManipulationReader
+from common.losses import segmentation
+from common.train.task import Task
+from ncl_jax import losses
+from ncl_jax import model as model_lib
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+@flax.struct.dataclass
+class EvalMetrics(clu_metrics.Collection):
+  """Per-image means over the tampered images of a test set."""
+  pixel_f1: metrics.PixelF1
+  pixel_f1_permuted: metrics.PixelF1.configure(mode="double")
+  pixel_best_f1: metrics.PixelBestF1
+  pixel_iou: metrics.PixelIoU
+  pixel_auc: metrics.PixelAUC
+
+
+def normalize(images: jax.Array, dtype=jnp.float32) -> jax.Array:
+  """uint8 [..., 3] RGB -> ImageNet-normalised `dtype`."""
+  return ((images.astype(jnp.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(dtype)
+
+
+def tampered_probability(logits: jax.Array) -> jax.Array:
+  """[..., 2] logits -> [...] softmax probability of the tampered class."""
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., 1]
+
+
+def split_source(config, split: str) -> ImageManipulationReader:
+  """The reader of `config.data.sets[split]` (a JSON pair list or a Tp/Gt folder; "" = the demo corpus)."""
+  sets = config.data.sets
+  if split not in sets:
+    raise ValueError(f"split {split!r} is not in config.data.sets {sorted(sets)}")
+  path = sets[split]
+  if not path:
+    if split not in ("train", "test"):
+      raise ValueError(f"config.data.sets.{split} is empty: set it to the IMDL-BenCo JSON or Tp/Gt folder of "
+                       f"{split}")
+    path = os.path.join(demo.ensure_demo_corpus(), "image_manipulation", f"{split}.json")
+  if path.endswith(".json"):
+    return ImageManipulationReader(json_path=path)
+  return ImageManipulationReader(path)
+
+
+class NCLTask(Task):
+
+  def build_models(self, rngs):
+    return {"model": model_lib.NCLNet(**self.config.model, dtype=self.dtype, rngs=rngs)}
+
+  # ------------------------------------------------------------------ data
+  def steps_per_epoch(self) -> int:
+    return max(len(split_source(self.config, self.config.data.train_split)) // self.config.global_batch_size, 1)
+
+  def eval_transforms(self) -> list:
+    """Resize, then `data.perturbation` (a ForensicAugment config; the robustness evaluation sets it)."""
+    d = self.config.data
+    ops = [transforms.Resize(d.size, d.size)] if d.size else []
+    return ops + ([perturbations.ForensicAugment(d.perturbation.to_dict())] if d.get("perturbation") else [])
+
+  def input_pipeline(self, split, *, process_index=0, process_count=1):
+    c, d = self.config, self.config.data
+    batch = c.global_batch_size // process_count
+    if split == "train":
+      ops = [transforms.Resize(d.size, d.size)] if d.size else []
+      ops += [transforms.RandomCrop(d.crop, d.crop)] if d.crop else []
+      ops += [transforms.RandomHorizontalFlip()] if d.hflip else []
+      return pipeline.train_dataset(split_source(c, d.train_split), seed=c.seed, batch_size=batch, transforms=ops,
+                                    process_index=process_index, process_count=process_count,
+                                    worker_count=d.worker_count, read_threads=d.read_threads)
+    return pipeline.eval_batches(split_source(c, split), batch_size=batch, transforms=self.eval_transforms(),
+                                 process_index=process_index, process_count=process_count,
+                                 read_threads=d.read_threads)
+
+  # ------------------------------------------------------------------ losses
+  def loss_terms(self, outputs: model_lib.Outputs, mask: jax.Array, rng: jax.Array,
+                 step: jax.Array) -> dict[str, jax.Array]:
+    """Every loss term (unweighted) of `outputs` against the {0,1} `mask` [B, H, W] at training `step`."""
+    n = self.config.ncl
+    num_branches, _, h, w, _ = outputs.branch_logits.shape
+    grid_mask = jax.image.resize(mask.astype(jnp.float32), (mask.shape[0], h, w), "nearest")
+    branch_seg = jnp.mean(jnp.stack([
+        segmentation.softmax_cross_entropy(outputs.branch_logits[b], grid_mask.astype(jnp.int32), ignore_index=None)
+        for b in range(num_branches)]))
+    classes = losses.mask_patches(mask, (h, w), n.patch_size).reshape(-1)
+    roles = losses.contour_roles(num_branches, n.contour_mode, losses.switch_phase(step, n.switch_every))
+    keys = jax.random.split(rng, num_branches)
+    contrast = jnp.mean(jnp.stack([
+        losses.patch_infonce(losses.pool_patches(outputs.embeddings[b], n.patch_size).reshape(classes.shape[0], -1),
+                             losses.contrast_labels(classes, roles[b]), keys[b],
+                             max_per_class=n.max_per_class, temperature=n.temperature)
+        for b in range(num_branches)]))
+    tampered_logit = outputs.logits[..., 1] - outputs.logits[..., 0]  # sigmoid of it = softmax tampered probability
+    return {"seg_loss": segmentation.softmax_cross_entropy(outputs.logits, mask.astype(jnp.int32), ignore_index=None),
+            "dice_loss": segmentation.dice_loss(tampered_logit, mask.astype(jnp.float32)),
+            "branch_seg_loss": branch_seg, "contrastive_loss": contrast,
+            "pivot_loss": losses.pivot_consistency(outputs.branch_logits)}
+
+  def loss_at(self, models, batch, rng, step):
+    n = self.config.ncl
+    outputs = models["model"].forward(normalize(batch["image"], self.dtype))
+    terms = self.loss_terms(outputs, batch["mask"], rng, step)
+    total = (n.seg_weight * terms["seg_loss"] + n.dice_weight * terms["dice_loss"]
+             + n.branch_seg_weight * terms["branch_seg_loss"]
+             + n.contrastive_weight * terms["contrastive_loss"] + n.pivot_weight * terms["pivot_loss"])
+    pixel_acc = jnp.mean((tampered_probability(outputs.logits) > 0.5) == (batch["mask"] > 0))
+    return total, dict(terms, pixel_acc=pixel_acc)
+
+  def train_step(self, state, batch):
+    """The default step, with the loss told the step (the pivot roles switch with it)."""
+    loss_fn = functools.partial(self.loss_at, step=state.step)
+    loss, metrics_, grads, rest = self.grads(state, loss_fn, batch)
+    state = self.apply_grads(state, grads, rest)
+    return state.replace(step=state.step + 1), dict(metrics_, loss=loss, grad_norm=optax.tree.norm(grads))
+
+  # ------------------------------------------------------------------ eval
+  def probabilities(self, models, images: jax.Array) -> jax.Array:
+    """uint8 [B, H, W, 3] -> tampered probabilities [B, H, W]."""
+    return tampered_probability(models["model"](normalize(images, self.dtype)))
+
+  def eval_step(self, state, batch):
+    probs = self.probabilities(self.models(state), batch["image"])
+    return EvalMetrics.single_from_model_output(pred_mask=probs, gt_mask=batch["mask"], valid=batch["valid"])
+
+  def image_summaries(self, state, batch):
+    probs = self.probabilities(self.models(state), batch["image"][:2])
+    image = batch["image"][:2].astype(jnp.float32) / 255.0
+    heat = jnp.stack([probs, jnp.zeros_like(probs), 1.0 - probs], -1)
+    return {"overlay": 0.5 * image + 0.5 * heat, "mask": batch["mask"][:2, ..., None].astype(jnp.float32)}
+
+  # ------------------------------------------------------------------ export
+  def predict(self, models, inputs):
+    return {"probs": tampered_probability(models["model"](inputs["image"].astype(self.dtype)))}
+
+  def export_spec(self):
+    size = self.config.data.export_size or self.config.data.size
+    return {"inputs": {"image": {"shape": [size, size, 3], "dtype": "float32"}},
+            "normalisation": "RGB /255, ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225); "
+                             "resized with Pillow bilinear (the network is fully convolutional: other sizes that are "
+                             "multiples of 16 work through the task, not the export)",
+            "outputs": {"probs": f"tampered probability per pixel, [B, {size}, {size}]"}}
