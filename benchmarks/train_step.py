@@ -32,7 +32,7 @@ _CONFIG = flags.DEFINE_string("config", "paper", "config variant of configs/<met
 _STAGE = flags.DEFINE_string("stage", None, "stage of a multi-stage config (default: its first)")
 _BATCH = flags.DEFINE_integer("batch", None, "global batch size (default: the config's)")
 _DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "compute dtype (default: the config's)")
-_STEPS = flags.DEFINE_integer("steps", 10, "timed steps")
+_STEPS = flags.DEFINE_integer("steps", 10, "timed steps (0: compile only, print the compile figures)")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "untimed steps after compilation")
 _SET = flags.DEFINE_multi_string("set", [], "config override key=value (value parsed as a Python literal)")
 
@@ -113,6 +113,9 @@ def main(argv):
         "compiled_temp_bytes": getattr(mem, "temp_size_in_bytes", None),
         "compiled_argument_bytes": getattr(mem, "argument_size_in_bytes", None),
     }
+    if not _STEPS.value:  # --steps=0: compile figures only (does it fit, how many FLOPs)
+      print(json.dumps(record), flush=True)
+      return
     try:
       for _ in range(_WARMUP.value):
         state, metrics = compiled(state, batch)
