@@ -79,11 +79,7 @@ class NCLNet(nnx.Module):
   def decoder_features(self, x: jax.Array) -> jax.Array:
     """`[B, H, W, 3]` -> the decoder's last features `[B, H/4, W/4, decoder_channels]` (before its classifier)."""
     c1, _, _, c4 = self.backbone(x)
-    low = self.decoder.project_low_level(c1)
-    high = layers.resize_bilinear_align_corners(self.aspp(c4), low.shape[1:3])
-    head = self.decoder.last_conv
-    h = head.dropout1(jax.nn.relu(head.bn1(head.conv1(jnp.concatenate([high, low], axis=-1)))))
-    return head.dropout2(jax.nn.relu(head.bn2(head.conv2(h))))
+    return self.decoder.features(self.aspp(c4), c1)
 
   def forward(self, x: jax.Array) -> Outputs:
     features = self.decoder_features(x)

@@ -124,10 +124,13 @@ class LastConv(nnx.Module):
     self.dropout2 = nnx.Dropout(0.1, rngs=rngs)
     self.classifier = conv2d(channels, num_classes, 1, use_bias=True, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def features(self, x: jax.Array) -> jax.Array:
+    """The features the classifier reads: [B,H,W,in_channels] -> [B,H,W,channels]."""
     x = self.dropout1(jax.nn.relu(self.bn1(self.conv1(x))))
-    x = self.dropout2(jax.nn.relu(self.bn2(self.conv2(x))))
-    return self.classifier(x)
+    return self.dropout2(jax.nn.relu(self.bn2(self.conv2(x))))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.classifier(self.features(x))
 
 
 class Decoder(nnx.Module):
@@ -147,10 +150,14 @@ class Decoder(nnx.Module):
     """1x1 conv + BN + ReLU: [B,H,W,low_level_channels] -> [B,H,W,48]."""
     return jax.nn.relu(self.bn1(self.conv1(low_level)))
 
-  def __call__(self, x: jax.Array, low_level: jax.Array) -> jax.Array:
+  def features(self, x: jax.Array, low_level: jax.Array) -> jax.Array:
+    """The last features before the classifier, [B,H,W,channels] at the low-level resolution."""
     low_level = self.project_low_level(low_level)
     x = resize_bilinear_align_corners(x, low_level.shape[1:3])
-    return self.last_conv(jnp.concatenate([x, low_level], axis=-1))
+    return self.last_conv.features(jnp.concatenate([x, low_level], axis=-1))
+
+  def __call__(self, x: jax.Array, low_level: jax.Array) -> jax.Array:
+    return self.last_conv.classifier(self.features(x, low_level))
 
 
 def _rename(torch_prefix: str, nnx_prefix: str | None,
