@@ -26,10 +26,10 @@ import os
 import cv2
 import numpy as np
 
+from common import visualize
 from common.data import face_detection, transforms
+from common.data.readers.media import IMAGE_EXTENSIONS
 from common.train import serving
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,14 +47,9 @@ def _predictor(served) -> Predictor:
   return Predictor(served.fn, int(spec["shape"][0]))
 
 
-def load_export(export_dir: str) -> Predictor:
-  """The predictor of an export written by `common.train.export` (needs only jax)."""
-  return _predictor(serving.load_export(export_dir))
-
-
-def load_workdir(workdir: str, step: int | None = None) -> Predictor:
-  """The predictor of a run's checkpoint (default: the latest), through its task's `predict`."""
-  return _predictor(serving.load_workdir(workdir, step))
+def load(export_dir: str = "", workdir: str = "", step: int | None = None) -> Predictor:
+  """The predictor of an export (needs only jax) or of a run's checkpoint (default: the latest)."""
+  return _predictor(serving.load(export_dir, workdir, step))
 
 
 def read_frames(path: str) -> list[np.ndarray]:
@@ -99,17 +94,6 @@ def face_boxes(frames: list[np.ndarray], crop_scale: float = 1.3, detect_every: 
   return [face_detection.enlarge_box(tracked[i], crop_scale, height, width) for i in indices]
 
 
-def heatmap_overlay(frame: np.ndarray, probs: np.ndarray, box, alpha: float = 0.5) -> np.ndarray:
-  """uint8 RGB frame blended with a JET map of `probs` [H, W] inside `box`, the box outlined in green."""
-  heat = cv2.cvtColor(cv2.applyColorMap(np.round(np.clip(probs, 0, 1) * 255).astype(np.uint8),
-                                        cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-  out = frame.copy()
-  x0, y0, x1, y1 = box
-  out[y0:y1, x0:x1] = cv2.addWeighted(frame[y0:y1, x0:x1], 1 - alpha, heat[y0:y1, x0:x1], alpha, 0)
-  cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), 1)
-  return out
-
-
 def predict_file(predictor: Predictor, path: str, out_dir: str, *, face: str = "detect", crop_scale: float = 1.3,
                  detect_every: int = 5, threshold: float = 0.5, batch_size: int = 8, alpha: float = 0.5) -> dict:
   """Writes masks/, overlays/ and scores.json for the image or video `path`; returns the scores dict."""
@@ -120,8 +104,7 @@ def predict_file(predictor: Predictor, path: str, out_dir: str, *, face: str = "
   boxes = (face_boxes(frames, crop_scale, detect_every) if face == "detect"
            else [(0, 0, width, height)] * len(frames))
   s = predictor.size
-  os.makedirs(os.path.join(out_dir, "masks"), exist_ok=True)
-  os.makedirs(os.path.join(out_dir, "overlays"), exist_ok=True)
+  os.makedirs(out_dir, exist_ok=True)
   records = []
   for start in range(0, len(frames), batch_size):
     chunk = list(range(start, min(start + batch_size, len(frames))))
@@ -135,9 +118,8 @@ def predict_file(predictor: Predictor, path: str, out_dir: str, *, face: str = "
       full = np.zeros((height, width), np.float32)
       full[y0:y1, x0:x1] = cv2.resize(probs[k], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
       name = f"{i:05d}.png"
-      cv2.imwrite(os.path.join(out_dir, "masks", name), np.where(full > threshold, 255, 0).astype(np.uint8))
-      overlay = heatmap_overlay(frames[i], full, boxes[i], alpha)
-      cv2.imwrite(os.path.join(out_dir, "overlays", name), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+      visualize.write_mask_and_overlay(os.path.join(out_dir, "masks", name), os.path.join(out_dir, "overlays", name),
+                                       frames[i], full, threshold=threshold, alpha=alpha, box=boxes[i])
       records.append({"frame": i, "score": float(scores[k]), "box": [int(v) for v in boxes[i]]})
   result = {"input": path, "mean_score": float(np.mean([r["score"] for r in records])), "frames": records}
   with open(os.path.join(out_dir, "scores.json"), "w", encoding="utf-8") as f:
@@ -150,9 +132,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
-  if bool(f.export) == bool(f.workdir):
-    raise ValueError("give exactly one of --export and --workdir")
-  predictor = load_export(f.export) if f.export else load_workdir(f.workdir)
+  predictor = load(f.export, f.workdir)
   result = predict_file(predictor, f.input, f.out, face=f.face, crop_scale=f.crop_scale,
                         detect_every=f.detect_every, threshold=f.threshold, batch_size=f.batch_size, alpha=f.alpha)
   print(f"{f.input}: {len(result['frames'])} frame(s), mean fake score {result['mean_score']:.3f} -> {f.out}")

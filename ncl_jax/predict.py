@@ -17,11 +17,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from common import visualize
 from common.data import transforms
+from common.data.readers.media import IMAGE_EXTENSIONS
 from common.train import serving
 from ncl_jax.task import IMAGENET_MEAN, IMAGENET_STD
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def input_size(served: serving.Served) -> int:
@@ -51,12 +51,6 @@ def read_rgb(path: str) -> np.ndarray:
     raise ValueError(f"{path}: cannot read the image: {e}") from e
 
 
-def heatmap_overlay(image: np.ndarray, probs: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-  """uint8 RGB [H, W, 3] and probabilities [H, W] -> uint8 RGB blend with their JET colormap (weight alpha)."""
-  heat = cv2.applyColorMap(np.round(np.clip(probs, 0.0, 1.0) * 255).astype(np.uint8), cv2.COLORMAP_JET)
-  return cv2.addWeighted(image, 1.0 - alpha, cv2.cvtColor(heat, cv2.COLOR_BGR2RGB), alpha, 0.0)
-
-
 def predict_images(served: serving.Served, path: str, out_dir: str, *, threshold: float = 0.5,
                    alpha: float = 0.5) -> list[str]:
   """Writes <stem>_mask.png and <stem>_overlay.png for every image of `path`; returns the mask paths."""
@@ -69,8 +63,8 @@ def predict_images(served: serving.Served, path: str, out_dir: str, *, threshold
     probs = np.asarray(served.fn({"image": x[None]})["probs"][0], np.float32)
     probs = cv2.resize(probs, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
     stem = os.path.join(out_dir, os.path.splitext(os.path.basename(image_path))[0])
-    cv2.imwrite(stem + "_mask.png", np.where(probs > threshold, 255, 0).astype(np.uint8))
-    cv2.imwrite(stem + "_overlay.png", cv2.cvtColor(heatmap_overlay(image, probs, alpha), cv2.COLOR_RGB2BGR))
+    visualize.write_mask_and_overlay(stem + "_mask.png", stem + "_overlay.png", image, probs,
+                                     threshold=threshold, alpha=alpha)
     written.append(stem + "_mask.png")
   return written
 
@@ -80,9 +74,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
-  if bool(f.export) == bool(f.workdir):
-    raise ValueError("give exactly one of --export and --workdir")
-  served = serving.load_export(f.export) if f.export else serving.load_workdir(f.workdir)
+  served = serving.load(f.export, f.workdir)
   masks = predict_images(served, f.input, f.out, threshold=f.threshold, alpha=f.alpha)
   print(f"{f.input}: {len(masks)} images -> {f.out}")
 

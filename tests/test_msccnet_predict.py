@@ -38,7 +38,7 @@ def test_video_from_export_and_workdir_agree(run_dir, face_video, tmp_path, monk
   monkeypatch.setattr(predict.face_detection, "LbpCascadeDetector",
                       lambda: lambda frame: np.array([[60.0, 40.0, 110.0, 100.0]], np.float32))
   export.export(run_dir, str(tmp_path / "export"), platforms=("cpu",))
-  exported = predict.load_export(str(tmp_path / "export"))
+  exported = predict.load(export_dir=str(tmp_path / "export"))
   assert exported.size == 64
   result = predict.predict_file(exported, face_video, str(tmp_path / "a"), batch_size=2)
   frames = predict.read_frames(face_video)
@@ -53,7 +53,7 @@ def test_video_from_export_and_workdir_agree(run_dir, face_video, tmp_path, monk
   outside[y0:y1, x0:x1] = False
   assert not mask[outside].any()
 
-  live = predict.predict_file(predict.load_workdir(run_dir), face_video, str(tmp_path / "b"), batch_size=2)
+  live = predict.predict_file(predict.load(workdir=run_dir), face_video, str(tmp_path / "b"), batch_size=2)
   np.testing.assert_allclose([r["score"] for r in live["frames"]], [r["score"] for r in result["frames"]],
                              atol=1e-5)
   with open(tmp_path / "b" / "scores.json") as f:
@@ -61,7 +61,7 @@ def test_video_from_export_and_workdir_agree(run_dir, face_video, tmp_path, monk
 
 
 def test_face_image_as_full_crop_and_bad_inputs(run_dir, tmp_path):
-  predictor = predict.load_workdir(run_dir)
+  predictor = predict.load(workdir=run_dir)
   image = np.random.default_rng(0).integers(0, 256, (50, 40, 3), dtype=np.uint8)
   path = str(tmp_path / "face.png")
   cv2.imwrite(path, image)

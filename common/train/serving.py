@@ -55,3 +55,11 @@ def load_workdir(workdir: str, step: int | None = None) -> Served:
   apply = jax.jit(lambda state, inputs: task.predict(task.models(state), inputs))
   spec = task.export_spec()
   return Served(lambda inputs: apply(state, inputs), spec["inputs"], spec["outputs"], workdir)
+
+
+def load(export_dir: str = "", workdir: str = "", step: int | None = None) -> Served:
+  """`load_export(export_dir)` or `load_workdir(workdir, step)`: exactly one of the two must be given (the
+  `--export` / `--workdir` flags of every `predict.py`)."""
+  if bool(export_dir) == bool(workdir):
+    raise ValueError(f"give exactly one of --export and --workdir (got export={export_dir!r}, workdir={workdir!r})")
+  return load_export(export_dir) if export_dir else load_workdir(workdir, step)
