@@ -1,0 +1,141 @@
+"""Official SafePaint PyTorch weights (hnucdy/SafePaint) -> our `InpaintGenerator` / `Discriminator`.
+
+  python -m safepaint_jax.convert --generator=InpaintingModel_G.pth --out=WORKDIR [--config=configs/safepaint.py:paper]
+
+The official checkpoints are `{iteration, generator: state_dict}` and `{discriminator: state_dict}`. Every one of
+the generator's 192 `state_dict` entries and the discriminator's 18 (tests/testdata/golden/safepaint_*_keys.json)
+is consumed:
+* Sequential indices are renamed (`encoder.{1,4,7}` -> `encoder.conv{1,2,3}`, the coarse `decoder.{0,3,7}` ->
+  `deconv{1,2,3}` as the fine stage names them, `conv_block.{1,5}` -> `conv{1,2}`, `fc.{0,2}` -> `fc{1,2}`,
+  the discriminator's `convK.0` -> `convK`);
+* the fixed RWSA Gaussian buffers (`att*.gaussianMask.weight`) are checked against `model.gaussian_kernel()`
+  (they are rebuilt, not loaded), and the discriminator's `features.0.*` aliases of `conv1.0.*` are checked to
+  be the same tensors; both are then reported as ignored, with `num_batches_tracked`;
+* spectral norm's `weight_orig`, `weight_u`, `weight_v` load into `SpectralNormConv.kernel / u / v`.
+Any other missing or unused key, or a shape mismatch, raises.
+
+The CLI writes WORKDIR/checkpoints/0 with `common.train.weights.to_workdir` holding the converted generator (the
+discriminator, when given, is converted and checked; `to_workdir` stores one model per run directory).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+import re
+
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from common.nn import torch_port
+from common.train import weights
+from safepaint_jax import model as model_lib
+
+GENERATOR_RENAME = (
+    (r"^module\.", ""),
+    (r"_generator\.encoder\.1\.", "_generator.encoder.conv1."),
+    (r"_generator\.encoder\.4\.", "_generator.encoder.conv2."),
+    (r"_generator\.encoder\.7\.", "_generator.encoder.conv3."),
+    (r"^coarse_generator\.decoder\.0\.", "coarse_generator.deconv1."),
+    (r"^coarse_generator\.decoder\.3\.", "coarse_generator.deconv2."),
+    (r"^coarse_generator\.decoder\.7\.", "coarse_generator.deconv3."),
+    (r"(^|\.)conv_block\.1\.", r"\1conv1."),
+    (r"(^|\.)conv_block\.5\.", r"\1conv2."),
+    (r"_attention\.fc\.0\.", "_attention.fc1."),
+    (r"_attention\.fc\.2\.", "_attention.fc2."),
+)
+DISCRIMINATOR_RENAME = ((r"^module\.", ""), (r"^conv(\d)\.0\.", r"conv\1."))
+GAUSSIAN = r"(^|\.)gaussianMask\.weight$"
+ALIAS = r"^(module\.)?features\.0\."
+
+
+def model_kwargs(config: ml_collections.ConfigDict | None) -> dict:
+  m = config.model if config is not None else ml_collections.ConfigDict()
+  return dict(width=m.get("width", 64), residual_blocks=m.get("residual_blocks", 8), style_dim=m.get("style_dim", 16),
+              extractor_width=m.get("extractor_width", 64), attention_reduction=m.get("attention_reduction", 16))
+
+
+def build_generator(config=None, rngs: nnx.Rngs | None = None, dtype=None) -> model_lib.InpaintGenerator:
+  """The generator of `config.model` (the official sizes without a config)."""
+  return model_lib.InpaintGenerator(**model_kwargs(config), dtype=dtype, rngs=rngs or nnx.Rngs(0))
+
+
+def build_discriminator(config=None, rngs: nnx.Rngs | None = None, dtype=None) -> model_lib.Discriminator:
+  width = config.model.get("disc_width", 64) if config is not None else 64
+  return model_lib.Discriminator(3, width, dtype=dtype, rngs=rngs or nnx.Rngs(0))
+
+
+def check_gaussian_buffers(state_dict: Mapping[str, np.ndarray]) -> list[str]:
+  """The RWSA smoothing buffers of `state_dict`; raises unless each equals `gaussian_kernel()`."""
+  keys = [k for k in state_dict if re.search(GAUSSIAN, k)]
+  expected = model_lib.gaussian_kernel()
+  for k in keys:
+    value = np.asarray(state_dict[k], np.float32)
+    if value.shape != (1, 1, 5, 5) or not np.allclose(value[0, 0], expected, rtol=1e-6, atol=1e-8):
+      raise ValueError(f"{k}: not the official 5x5 RWSA smoothing kernel (shape {value.shape})")
+  return keys
+
+
+def check_aliases(state_dict: Mapping[str, np.ndarray]) -> list[str]:
+  """The discriminator's `features.0.*` entries; raises unless each equals its `conv1.0.*` original."""
+  keys = [k for k in state_dict if re.search(ALIAS, k)]
+  for k in keys:
+    original = re.sub(r"features\.0\.", "conv1.0.", k)
+    if original not in state_dict or not np.array_equal(np.asarray(state_dict[k]), np.asarray(state_dict[original])):
+      raise ValueError(f"{k}: expected an alias of {original} (the official `self.conv1 = self.features`)")
+  return keys
+
+
+def from_torch_state_dict(state_dict: Mapping[str, np.ndarray], config=None
+                          ) -> tuple[model_lib.InpaintGenerator, torch_port.LoadReport]:
+  """Our generator with the weights of an official `InpaintGenerator` `state_dict` (numpy, PyTorch layouts)."""
+  state_dict = torch_port.unwrap_checkpoint(state_dict)
+  state_dict = state_dict.get("generator", state_dict)
+  check_gaussian_buffers(state_dict)
+  return torch_port.init_from_torch(lambda: build_generator(config), state_dict, rename=GENERATOR_RENAME,
+                                    ignore=torch_port.DEFAULT_IGNORE + (GAUSSIAN,))
+
+
+def discriminator_from_torch_state_dict(state_dict: Mapping[str, np.ndarray], config=None
+                                        ) -> tuple[model_lib.Discriminator, torch_port.LoadReport]:
+  """Our discriminator with the weights of an official `Discriminator` `state_dict`."""
+  state_dict = torch_port.unwrap_checkpoint(state_dict)
+  state_dict = state_dict.get("discriminator", state_dict)
+  check_aliases(state_dict)
+  return torch_port.init_from_torch(lambda: build_discriminator(config), state_dict, rename=DISCRIMINATOR_RENAME,
+                                    ignore=torch_port.DEFAULT_IGNORE + (ALIAS,))
+
+
+def _load_raw(path: str) -> dict:
+  """A .pth as loaded (not unwrapped: the official files nest under 'generator' / 'discriminator')."""
+  try:
+    import torch
+  except ImportError as e:
+    raise ImportError("reading a .pth needs PyTorch: pip install -e '.[torch]'") from e
+  checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+  inner = checkpoint.get("generator", checkpoint.get("discriminator", checkpoint))
+  return {k: v.detach().cpu().numpy() for k, v in torch_port.unwrap_checkpoint(inner).items()}
+
+
+def main(argv) -> None:
+  from absl import flags
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
+  generator, report = from_torch_state_dict(_load_raw(f.generator), f.config)
+  print(f"{f.generator}: {report}")
+  if f.discriminator:
+    _, d_report = discriminator_from_torch_state_dict(_load_raw(f.discriminator), f.config)
+    print(f"{f.discriminator}: {d_report} (checked; not written: the run directory holds the generator)")
+  print(f"wrote step 0 to {weights.to_workdir(generator, f.config, f.out, model_name='generator')}")
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  flags.DEFINE_string("generator", None, "Official InpaintingModel_G.pth.", required=True)
+  flags.DEFINE_string("discriminator", "", "Official InpaintingModel_D.pth (optional).")
+  flags.DEFINE_string("out", None, "Run directory to write (checkpoints/0).", required=True)
+  config_flags.DEFINE_config_file("config", "configs/safepaint.py:paper", "Config of the run the weights start.",
+                                  lock_config=True)
+  app.run(main)
