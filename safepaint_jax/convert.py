@@ -16,6 +16,12 @@ Any other missing or unused key, or a shape mismatch, raises.
 
 The CLI writes WORKDIR/checkpoints/0 with `common.train.weights.to_workdir` holding the converted generator (the
 discriminator, when given, is converted and checked; `to_workdir` stores one model per run directory).
+
+  python -m safepaint_jax.convert --vgg=vgg19.pth|vgg19.npz --out=VGG_RUN [--config=configs/safepaint.py:paper]
+
+writes the ImageNet VGG of the perceptual / style losses (a torchvision `vgg19` / `vgg16` state_dict, per
+`config.loss.vgg`; `.npz` files with the same keys need no torch) as step 0 of a run, which training then reads
+with --config.init_from.workdir=VGG_RUN (the paper config's `init_from.include` takes only `vgg/`).
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import numpy as np
 from flax import nnx
 
 from common.nn import torch_port
+from common.nn import vgg as vgg_lib
 from common.train import weights
 from safepaint_jax import model as model_lib
 
@@ -121,6 +128,12 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
+  if bool(f.vgg) == bool(f.generator):
+    raise ValueError("give exactly one of --generator and --vgg")
+  if f.vgg:
+    module = vgg_lib.load(f.vgg, f.config.loss.vgg)
+    print(f"wrote step 0 to {weights.to_workdir(module, f.config, f.out, model_name='vgg')}")
+    return
   generator, report = from_torch_state_dict(_load_raw(f.generator), f.config)
   print(f"{f.generator}: {report}")
   if f.discriminator:
@@ -133,7 +146,8 @@ if __name__ == "__main__":
   from absl import app, flags
   from ml_collections import config_flags
 
-  flags.DEFINE_string("generator", None, "Official InpaintingModel_G.pth.", required=True)
+  flags.DEFINE_string("generator", "", "Official InpaintingModel_G.pth.")
+  flags.DEFINE_string("vgg", "", "torchvision vgg19 / vgg16 state_dict (.pth, or .npz with the same keys).")
   flags.DEFINE_string("discriminator", "", "Official InpaintingModel_D.pth (optional).")
   flags.DEFINE_string("out", None, "Run directory to write (checkpoints/0).", required=True)
   config_flags.DEFINE_config_file("config", "configs/safepaint.py:paper", "Config of the run the weights start.",
