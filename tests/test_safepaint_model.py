@@ -205,3 +205,18 @@ def test_full_generator_and_discriminator_shapes_at_64():
   np.testing.assert_array_equal(out.composite2[:, :20], images[:, :20])  # the known pixels are kept
   assert float(out.refined.min()) >= 0 and float(out.refined.max()) <= 1
   assert logits.shape == (2, 6, 6)
+
+
+def test_transposed_conv_matches_the_pytorch_definition():
+  """nn.ConvTranspose2d(k4, s2, p1): out[i*s - p + a, j*s - p + b, o] += x[i, j, c] * W[c, o, a, b] + bias."""
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((1, 5, 6, 3)).astype(np.float32)
+  w = rng.standard_normal((3, 2, 4, 4)).astype(np.float32)  # PyTorch [in, out, k, k]
+  bias = rng.standard_normal(2).astype(np.float32)
+  layer, _ = loaded(lambda: model_lib.ConvTranspose2d(3, 2, rngs=rbg()), {"weight": w, "bias": bias})
+  full = np.zeros((1, 5 * 2 + 2, 6 * 2 + 2, 2), np.float32)  # before cropping p = 1 on each side
+  for i in range(5):
+    for j in range(6):
+      full[0, 2 * i:2 * i + 4, 2 * j:2 * j + 4] += np.einsum("c,coab->abo", x[0, i, j], w)
+  want = full[:, 1:-1, 1:-1] + bias
+  np.testing.assert_allclose(layer(jnp.asarray(x)), want, rtol=1e-5, atol=1e-5)
