@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from common.data import demo
+from common.data import demo, face_crops
 from common.train import export, serving, weights
 from configs import msccnet as msccnet_configs
 from msccnet_jax import convert, predict
@@ -35,13 +35,13 @@ def face_video(tmp_path_factory):
 
 def test_video_from_export_and_workdir_agree(run_dir, face_video, tmp_path, monkeypatch):
   # A fixed face box (the LBP cascade finds the face in only about a quarter of the demo frames).
-  monkeypatch.setattr(predict.face_detection, "LbpCascadeDetector",
+  monkeypatch.setattr(face_crops.face_detection, "LbpCascadeDetector",
                       lambda: lambda frame: np.array([[60.0, 40.0, 110.0, 100.0]], np.float32))
   export.export(run_dir, str(tmp_path / "export"), platforms=("cpu",))
   exported = predict.load(export_dir=str(tmp_path / "export"))
   assert exported.size == 64
   result = predict.predict_file(exported, face_video, str(tmp_path / "a"), batch_size=2)
-  frames = predict.read_frames(face_video)
+  frames = face_crops.read_frames(face_video)
   assert len(result["frames"]) == len(frames) and 0.0 <= result["mean_score"] <= 1.0
   mask = cv2.imread(str(tmp_path / "a" / "masks" / "00000.png"), cv2.IMREAD_UNCHANGED)
   overlay = cv2.imread(str(tmp_path / "a" / "overlays" / "00000.png"))
@@ -69,9 +69,9 @@ def test_face_image_as_full_crop_and_bad_inputs(run_dir, tmp_path):
   assert result["frames"][0]["box"] == [0, 0, 40, 50]
   assert cv2.imread(str(tmp_path / "out" / "masks" / "00000.png")).shape[:2] == (50, 40)
   with pytest.raises(FileNotFoundError, match="no such image"):
-    predict.read_frames(str(tmp_path / "missing.mp4"))
+    face_crops.read_frames(str(tmp_path / "missing.mp4"))
   (tmp_path / "bad.mp4").write_bytes(b"not a video")
   with pytest.raises(ValueError, match="cannot read a frame"):
-    predict.read_frames(str(tmp_path / "bad.mp4"))
+    face_crops.read_frames(str(tmp_path / "bad.mp4"))
   with pytest.raises(ValueError, match="not an MSCCNet model"):
     predict._predictor(serving.Served(None, {"frames": {"shape": [5, 8, 8, 3]}}, {"probs": ""}, "x"))
