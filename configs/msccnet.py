@@ -8,9 +8,11 @@ v1c at output stride 8, SGD (lr 0.009, momentum 0.9, weight decay 5e-4 on every 
 0.9, floor 1% of the lr) per iteration over 30 epochs, global batch 64, losses image CE + mask CE + coarse-map
 CE with weight 1 each. The official backbone starts from ImageNet (openmmlab resnet50_v1c): convert it with
 `python -m msccnet_jax.convert --backbone_pth=... --out=INIT` and pass `--config.init_from.workdir=INIT`.
-Not reproduced: the official train augmentation (random rescale 0.5-2 + 512 crop, photometric distortion);
-only the horizontal flip is used. Ablations: --config.model.spectral_k, --config.model.spectral_size='()'
-(basis per feature size), --config.loss.map_weight=0 (no coarse-map supervision).
+Train augmentation as the official pipeline (`data.augment`): longer side rescaled to 520 x U[0.5, 2), 512
+crop with the class-ratio retries, flip, photometric distortion (`data.hsv_quirk` reproduces the official HSV
+conversion of BGR arrays labelled RGB; off by default), centred padding with ignored mask pixels.
+Ablations: --config.model.spectral_k, --config.model.spectral_size='()' (basis per feature size),
+--config.loss.map_weight=0 (no coarse-map supervision), --config.model.image_pool=max (image head pool).
 """
 import ml_collections
 
@@ -29,6 +31,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       spectral_k=2,            # n = k**2 channel groups (the DCT itself always uses dct_k**2 = 64 frequencies)
       dct_k=8,                 # fixed in the official DCT layer
       spectral_size=(64, 64),  # the official fixed DCT buffer (input 512 at OS8); () builds it per feature size
+      image_pool="avg",        # the image head's global pool: official average; "max" an ablation
   ))
   c.loss = ml_collections.ConfigDict(dict(image_weight=1.0, mask_weight=1.0, map_weight=1.0))
   c.data = ml_collections.ConfigDict(dict(
@@ -38,7 +41,10 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       mask_source="ssim",      # MSCCNet's SSIM re-annotation for every method
       face_boxes="",           # JSON of precomputed boxes {video: {frame: box}}; "" = LBP cascade detection
       size=512,                # square input (the official val/test resize; train crops 512)
-      flip=True, worker_count=0, read_threads=4))
+      flip=True,
+      augment=True,            # the official rescale / crop / photometric / pad pipeline; False: resize + flip
+      scale_range=(0.5, 2.0), cat_max_ratio=0.75, photometric=True, hsv_quirk=False,
+      worker_count=0, read_threads=4))
   c.global_batch_size = 64
   c.epochs = 30
   c.optimizer = ml_collections.ConfigDict(dict(
@@ -58,6 +64,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     c.data.mask_source = "auto"  # the demo's lossless mask videos (made by the same SSIM annotation)
     c.data.face_boxes = "face_boxes.json"
     c.model.spectral_size = ()
+    # Resize + flip only: with the official augmentation the demo reached image_auc 0.74, pixel_f1 0.55 at step 800.
+    c.data.augment = False
   if variant == "demo":
     c.data.size = 96
     c.model.update(dict(stem_channels=32, base_channels=16, feats_channels=64, out_channels=64))

@@ -58,7 +58,7 @@ def model_kwargs(config: ml_collections.ConfigDict | None = None) -> dict:
   return dict(depth=m.depth, output_stride=m.output_stride, stem_channels=m.stem_channels,
               base_channels=m.base_channels, feats_channels=m.feats_channels, out_channels=m.out_channels,
               num_classes=m.num_classes, dropout=m.dropout, spectral_k=m.spectral_k, dct_k=m.dct_k,
-              spectral_size=tuple(m.spectral_size) if m.spectral_size else None)
+              spectral_size=tuple(m.spectral_size) if m.spectral_size else None, image_pool=m.image_pool)
 
 
 def check_dct_buffer(key: str, value: np.ndarray, dct_k: int = spectral.OFFICIAL_DCT_K) -> None:

@@ -65,13 +65,20 @@ class ClassifierHead(nnx.Module):
 
 
 class Classifier(nnx.Module):
-  """Image head: global average pool + Linear, [B, H, W, C] -> [B, num_classes] (official `classifer.fc`)."""
+  """Image head: global pool + Linear, [B, H, W, C] -> [B, num_classes] (official `classifer.fc`).
 
-  def __init__(self, in_channels: int, num_classes: int, *, dtype=None, rngs: nnx.Rngs):
+  `pool='avg'` is the official global average pool; 'max' takes each channel's strongest position instead (an
+  ablation field: a small manipulated region then drives the score as it drives the mask).
+  """
+
+  def __init__(self, in_channels: int, num_classes: int, *, pool: str = "avg", dtype=None, rngs: nnx.Rngs):
+    if pool not in ("avg", "max"):
+      raise ValueError(f"image pool must be 'avg' or 'max', got {pool!r}")
+    self.pool = pool
     self.fc = torch_linear(in_channels, num_classes, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return self.fc(x.mean(axis=(1, 2)))
+    return self.fc(x.mean(axis=(1, 2)) if self.pool == "avg" else x.max(axis=(1, 2)))
 
 
 class GCN(nnx.Module):
@@ -153,6 +160,7 @@ class MSCCNet(nnx.Module):
     num_classes: 2.  dropout: Dropout2d rate of the decoders (0.1).
     spectral_k: groups per axis (n = k**2 groups; 2 released).  dct_k: DCT frequencies per axis (8, fixed
       in the official code).  spectral_size: None (DCT basis per feature size) or the official fixed (64, 64).
+    image_pool: 'avg' (released) or 'max', the image head's global pool.
     dtype: compute dtype (parameters stay float32).
   """
 
@@ -160,11 +168,11 @@ class MSCCNet(nnx.Module):
                base_channels: int = 64, feats_channels: int = 512, out_channels: int = 512,
                num_classes: int = 2, dropout: float = 0.1, spectral_k: int = 2,
                dct_k: int = spectral.OFFICIAL_DCT_K, spectral_size: tuple[int, int] | None = None,
-               dtype=None, rngs: nnx.Rngs):
+               image_pool: str = "avg", dtype=None, rngs: nnx.Rngs):
     self.backbone_net = resnet.resnet_v1c(depth, output_stride=output_stride, stem_channels=stem_channels,
                                           base_channels=base_channels, dtype=dtype, rngs=rngs)
     c2, c3, c4 = self.backbone_net.out_channels[1:]
-    self.classifer = Classifier(c4, num_classes, dtype=dtype, rngs=rngs)
+    self.classifer = Classifier(c4, num_classes, pool=image_pool, dtype=dtype, rngs=rngs)
     self.bottleneck1 = ConvBNReLU(c2, feats_channels, 3, dtype=dtype, rngs=rngs)
     self.bottleneck2 = ConvBNReLU(c3, feats_channels, 3, dtype=dtype, rngs=rngs)
     self.bottleneck3 = ConvBNReLU(c4, feats_channels, 3, dtype=dtype, rngs=rngs)

@@ -78,13 +78,27 @@ class MSCCNetTask(Task):
     ops = [transforms.Resize(d.size, d.size)]
     batch = c.global_batch_size // process_count
     if split == "train":
-      return pipeline.train_dataset(self._reader(split), seed=c.seed, batch_size=batch,
-                                    transforms=ops + ([transforms.RandomHorizontalFlip()] if d.flip else []),
+      return pipeline.train_dataset(self._reader(split), seed=c.seed, batch_size=batch, transforms=self._train_ops(),
                                     process_index=process_index, process_count=process_count,
                                     worker_count=d.worker_count, read_threads=d.read_threads)
     return pipeline.eval_batches(self._reader(split), batch_size=batch, transforms=ops,
                                  process_index=process_index, process_count=process_count,
                                  read_threads=d.read_threads)
+
+  def _train_ops(self) -> list:
+    """The official train pipeline (`data.augment`): rescale the longer side to `size * 520/512` times
+    U[scale_range), random `size` crop (class ratio < cat_max_ratio, 10 tries), flip, photometric distortion,
+    centred padding to `size` (mean colour; mask 255 = ignored). Without it: resize to `size` (and flip)."""
+    d = self.config.data
+    flip = [transforms.RandomHorizontalFlip()] if d.flip else []
+    if not d.augment:
+      return [transforms.Resize(d.size, d.size)] + flip
+    return [transforms.RandomRescale(round(d.size * 520 / 512), tuple(d.scale_range)),
+            transforms.RandomCrop(d.size, d.size, smaller="keep", cat_max_ratio=d.cat_max_ratio,
+                                  ignore_index=IGNORE_INDEX),
+            *flip,
+            *([transforms.PhotoMetricDistortion(bgr_as_rgb_quirk=d.hsv_quirk)] if d.photometric else []),
+            transforms.CenterPad(d.size, d.size, fill=tuple(round(m) for m in MEAN), mask_fill=IGNORE_INDEX)]
 
   # ------------------------------------------------------------------ steps
   def _forward(self, net, image):

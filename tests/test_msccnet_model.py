@@ -140,3 +140,13 @@ def test_mscc_train_mode_dropout_and_bfloat16():
   out16, coarse16 = forward(_eval(half), x.astype(jnp.bfloat16))
   assert out16.dtype == jnp.bfloat16
   assert _rel_err(np.asarray(coarse16, np.float32), np.asarray(coarse, np.float64)) < 0.05
+
+
+def test_image_head_pools_average_or_max():
+  x = jax.random.normal(jax.random.key(0), (2, 5, 7, 6))
+  heads = {pool: model_lib.Classifier(6, 2, pool=pool, rngs=nnx.Rngs(0)) for pool in ("avg", "max")}
+  fc = heads["avg"].fc
+  np.testing.assert_allclose(heads["avg"](x), fc(x.mean(axis=(1, 2))), rtol=1e-6)
+  np.testing.assert_allclose(heads["max"](x), fc(x.max(axis=(1, 2))), rtol=1e-6)
+  with pytest.raises(ValueError, match="'avg' or 'max'"):
+    model_lib.Classifier(6, 2, pool="sum", rngs=nnx.Rngs(0))

@@ -51,3 +51,56 @@ def test_random_crop_takes_one_window_from_every_frame_and_the_mask():
   assert len(windows) > 1  # the window moves with the seed
   with pytest.raises(ValueError, match="13x8"):
     transforms.RandomCrop(13, 8).random_map(rec, np.random.default_rng(0))
+
+
+def test_rescale_sets_the_longer_side_and_keeps_the_mask_binary():
+  rec = _record(np.random.default_rng(4))
+  sides = set()
+  for seed in range(20):
+    out = transforms.RandomRescale(40, (0.5, 2.0)).random_map(rec, np.random.default_rng(seed))
+    h, w = out["image"].shape[:2]
+    assert out["mask"].shape == (h, w) and set(np.unique(out["mask"])) <= {0, 1}
+    assert 20 <= w <= 80 and abs(h / w - 12 / 20) < 0.1
+    sides.add(w)
+  assert len(sides) > 10
+
+
+def test_crop_retries_until_both_classes_and_no_class_dominates():
+  rec = _record(np.random.default_rng(5))
+  mask = np.zeros((40, 40), np.uint8)
+  mask[26:40, 26:40] = 1  # forged corner: most 16x16 windows are all-authentic
+  rec = {"image": np.zeros((40, 40, 3), np.uint8), "mask": mask}
+  plain = [transforms.RandomCrop(16, 16).random_map(rec, np.random.default_rng(s))["mask"].mean() for s in range(50)]
+  tried = [transforms.RandomCrop(16, 16, cat_max_ratio=0.75, tries=10).random_map(rec, np.random.default_rng(s))
+           ["mask"].mean() for s in range(50)]
+  assert np.mean([0 < m < 0.75 for m in tried]) > np.mean([0 < m < 0.75 for m in plain]) + 0.3
+
+
+def test_small_records_are_kept_then_padded_with_ignored_mask():
+  rec = _record(np.random.default_rng(6))
+  with pytest.raises(ValueError, match="cannot crop"):
+    transforms.RandomCrop(16, 16).random_map(rec, np.random.default_rng(0))
+  out = transforms.RandomCrop(16, 16, smaller="keep").random_map(rec, np.random.default_rng(0))
+  assert out["image"].shape == (12, 16, 3)
+  padded = transforms.CenterPad(16, 16, fill=(1, 2, 3), mask_fill=255).map(out)
+  assert padded["image"].shape == (16, 16, 3) and padded["mask"].shape == (16, 16)
+  np.testing.assert_array_equal(padded["image"][2:14], out["image"])
+  assert (padded["image"][:2] == (1, 2, 3)).all() and (padded["mask"][:2] == 255).all()
+  np.testing.assert_array_equal(padded["mask"][2:14], out["mask"])
+
+
+def test_photometric_distortion_changes_colours_only_within_range():
+  image = np.random.default_rng(7).integers(40, 200, (8, 8, 3), dtype=np.uint8)
+  rec = {"image": image, "mask": np.ones((8, 8), np.uint8)}
+  changed = 0
+  for seed in range(10):
+    out = transforms.PhotoMetricDistortion().random_map(rec, np.random.default_rng(seed))
+    assert out["image"].dtype == np.uint8 and out["image"].shape == image.shape
+    assert out["mask"] is rec["mask"]
+    changed += int(np.abs(out["image"].astype(int) - image).max() > 2)
+  assert changed >= 7
+  grey = {"image": np.full((4, 4, 3), 100, np.uint8)}
+  for quirk in (False, True):  # hue and saturation leave a grey image grey
+    out = transforms.PhotoMetricDistortion(brightness=0, contrast=(1, 1), bgr_as_rgb_quirk=quirk).random_map(
+        grey, np.random.default_rng(0))
+    assert np.ptp(out["image"].astype(int), axis=-1).max() <= 1
