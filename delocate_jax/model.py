@@ -55,7 +55,7 @@ class Localizer(nnx.Module):
     b = x.shape[0]
     gh, gw = self.encoder.grid(*x.shape[1:3])
     tokens = self.encoder(x)
-    y = tokens[:, 1:].reshape(b, gh, gw, -1)
+    y = tokens[:, 1:].reshape(b, gh, gw, tokens.shape[-1])
     for i in range(len(self.decoder)):
       y = layers.gelu(self.decoder[str(i)](upsample2x(y)))
     y = layers.gelu(self.fuse(jnp.concatenate([y, layers.gelu(self.skip(x))], axis=-1)))
@@ -81,9 +81,10 @@ class Delocate(nnx.Module):
     p = self.mae.patch
     masks, targets = face_regions.recovery_passes(rng, roi, num_masked, residual_groups)
     passes = masks.shape[0]
-    masks, targets = (jnp.broadcast_to(a, (passes, b, a.shape[-1])) for a in (masks, targets))
+    n = masks.shape[-1]
+    masks, targets = (jnp.broadcast_to(a, (passes, b, n)) for a in (masks, targets))
     tiled = jnp.broadcast_to(images[None], (passes, b, h, w, c)).reshape(passes * b, h, w, c)
-    preds = self.mae(tiled, masks.reshape(passes * b, -1), num_masked).reshape(passes, b, masks.shape[-1], -1)
+    preds = self.mae(tiled, masks.reshape(passes * b, n), num_masked).reshape(passes, b, n, p * p * c)
     return vit.unpatchify(face_regions.assemble_recovery(preds, masks, targets), p, (h // p, w // p))
 
   def localize(self, images: jax.Array, recovery: jax.Array) -> dict[str, jax.Array]:

@@ -154,7 +154,6 @@ class MAE(nnx.Module):
     return self.encoder.patch
 
   def __call__(self, images: jax.Array, mask: jax.Array, num_masked: int) -> jax.Array:
-    b = images.shape[0]
     gh, gw = self.encoder.grid(*images.shape[1:3])
     n = gh * gw
     if not 0 < num_masked < n:
@@ -170,7 +169,7 @@ class MAE(nnx.Module):
     tokens = jnp.where(mask[..., None], self.mask_token[...].astype(x.dtype), visible)
     tokens = tokens + jnp.asarray(sincos_pos_embed_2d(dim, gh, gw), x.dtype)
     x = self.decoder_norm(_run(self.decoder_blocks, jnp.concatenate([x[:, :1], tokens], axis=1)))
-    return self.decoder_pred(x[:, 1:]).reshape(b, n, -1)
+    return self.decoder_pred(x[:, 1:])
 
 
 def masked_patch_mse(pred: jax.Array, images: jax.Array, mask: jax.Array, patch: int,
