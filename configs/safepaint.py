@@ -1,0 +1,76 @@
+"""SafePaint configs: `paper` (the official recipe), `demo` (embedded corpus, < 20 minutes on 2 CPU cores), `smoke`.
+
+Run: python -m safepaint_jax.main --config=configs/safepaint.py:demo --workdir=DIR
+
+paper: 256x256, batch 4, Adam 2e-4 betas (0.5, 0.999) for both models, no schedule, official loss weights (L1 1,
+  perceptual 0.1, style 250, adversarial 0.1 nsgan, domain 0.01 x (1, 1) in the official degenerate-triplet form),
+  the full generator (width 64, 8 residual blocks per stage) and discriminator. Perceptual / style use an
+  ImageNet VGG19 (the official `src/loss.py`: relu1_1..relu5_1 and relu2_2, relu3_4, relu4_4, relu5_2, inputs in
+  [0, 1] without normalisation), which is never downloaded: convert a torchvision `vgg19` state_dict once
+  (`python -m safepaint_jax.convert --vgg=vgg19.pth --out=VGG_RUN`) and pass --config.init_from.workdir=VGG_RUN.
+  VGG16 works too (--config.loss.vgg=vgg16 with relu3_3 / relu4_3 as style layers). Training images and masks are
+  folders (`data.train_images`, `data.train_masks`; masks: white = hole, e.g. the NVIDIA irregular-mask set);
+  `data.generate_masks=True` draws free-form masks on the fly in uniformly chosen hole-ratio bins instead.
+  `update_mode='combined'` reproduces the official single backward pass (see safepaint_jax/task.py).
+demo: the embedded corpus's inpainting part (240 train / 60 test real pictures with free-form masks in six
+  hole-ratio bins) at 64x64, generator width 16 with 2 residual blocks per stage, extractor width 16,
+  discriminator width 32, batch 4, Adam 2e-4 (0.5, 0.999), 500 steps. **Perceptual and style losses are off** (weights 0, no
+  VGG built): ImageNet VGG weights cannot be downloaded here and a randomly initialised VGG would be a different
+  loss; the demo trains with the hole-normalised L1, adversarial and domain terms at their official weights.
+smoke: the same at 64x64 with width 8, one residual block, a few steps (tests).
+"""
+import ml_collections
+
+from common.train.config import base_config
+
+PERCEPTUAL_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+STYLE_LAYERS = ("relu2_2", "relu3_4", "relu4_4", "relu5_2")
+
+
+def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
+  variant = arg or "demo"
+  if variant not in ("paper", "demo", "smoke"):
+    raise ValueError(f"unknown SafePaint variant {variant!r}: paper, demo or smoke")
+  c = base_config()
+  c.task = "safepaint_jax.task:SafePaintTask"
+  c.seed = 10  # the official seed
+  c.update_mode = "alternating"  # 'combined': the official single backward pass over G + D losses
+  c.model = ml_collections.ConfigDict(dict(
+      width=64, residual_blocks=8, style_dim=16, extractor_width=64, attention_reduction=16, disc_width=64))
+  c.loss = ml_collections.ConfigDict(dict(
+      l1=1.0, perceptual=0.1, style=250.0, adversarial=0.1, gan="nsgan",
+      domain=0.01, domain_real=1.0, domain_background=1.0, domain_mode="official", domain_margin=0.1,
+      vgg="vgg19", perceptual_layers=PERCEPTUAL_LAYERS, style_layers=STYLE_LAYERS))
+  c.data = ml_collections.ConfigDict(dict(
+      size=256,
+      train_images="", train_masks="",  # folders; "" = the embedded demo corpus
+      test_images="", test_masks="",
+      generate_masks=False,             # True: free-form masks drawn on the fly instead of train_masks files
+      mask_threshold=0,                 # resized mask > threshold (0-255) is a hole; 0 = official
+      hflip=True, worker_count=0, read_threads=4))
+  c.optimizer = ml_collections.ConfigDict(dict(name="adam", lr=2e-4, b1=0.5, b2=0.999, schedule="constant"))
+  c.global_batch_size = 4
+  c.total_steps = 1_000_000  # official MAX_ITERS
+  c.log_every = 10
+  c.checkpoint_every = 1000
+  c.eval_split = "test"
+  c.init_from.include = "vgg/"  # a converted VGG run (safepaint_jax.convert --vgg) provides only the VGG
+
+  if variant in ("demo", "smoke"):
+    c.rng_impl = "rbg"
+    c.loss.perceptual = c.loss.style = 0.0
+    c.data.size = 64
+    c.data.mask_threshold = 127  # 256 -> 64 masks: '> 0' would grow the holes out of their ratio bins
+  if variant == "demo":
+    # ~12 GFLOP per step (width 32 is ~4x that: 2-4 s per step on 2 busy cores, too slow for 20 minutes).
+    c.model.update(dict(width=16, residual_blocks=2, extractor_width=16, disc_width=32))
+    c.total_steps = 500
+    c.log_every = 25
+    c.checkpoint_every = 250
+  elif variant == "smoke":
+    c.model.update(dict(width=8, residual_blocks=1, extractor_width=8, attention_reduction=4, disc_width=8))
+    c.total_steps = 4
+    c.log_every = 1
+    c.checkpoint_every = 2
+    c.block_every_step = True
+  return c

@@ -1,0 +1,100 @@
+"""SafePaint data: images (centre-cropped to a square, resized) and hole masks (1 = hole), as Grain sources.
+
+As the official `src/dataset.py`: an image that is not square is centre-cropped, then resized to `size` with
+Pillow bicubic. Masks are read as 0/255 (white = hole), resized bilinearly and thresholded `> threshold`: 0 is
+the official training rule (holes grow by about a pixel on a 2x downscale); 127 keeps the hole ratio on larger
+downscales (the demo's 256 -> 64). Training draws a random mask per sample (`RandomMask`):
+one of the mask files, or a freshly generated free-form mask (`common.data.masks.free_form_mask`) in a
+random hole-ratio bin. Test pairs mask i with image i (modulo the mask count), as the official test loader.
+
+The embedded demo corpus (`common.data.demo`) holds such folders under `<corpus>/inpainting/<split>/{images,masks}`.
+Records: {"image": uint8 [S, S, 3], "mask": uint8 {0, 1} [S, S], "id": str}.
+"""
+from __future__ import annotations
+
+import os
+
+import grain
+import numpy as np
+from PIL import Image
+
+from common.data import demo
+from common.data import masks as mask_lib
+from common.data.readers.media import DataError, read_image
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def list_files(folder: str) -> list[str]:
+  """Sorted image files of `folder` (the official glob of jpg / png, case-insensitive)."""
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"{folder}: no such folder")
+  files = sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.lower().endswith(EXTENSIONS))
+  if not files:
+    raise ValueError(f"{folder}: holds no images ({', '.join(EXTENSIONS)})")
+  return files
+
+
+def square_resize(image: np.ndarray, size: int) -> np.ndarray:
+  """uint8 [H, W, 3] -> centre square crop -> [size, size, 3] (Pillow bicubic)."""
+  h, w = image.shape[:2]
+  side = min(h, w)
+  top, left = (h - side) // 2, (w - side) // 2
+  image = image[top:top + side, left:left + side]
+  if side == size:
+    return np.ascontiguousarray(image)
+  return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+
+
+def read_hole_mask(path: str, size: int, threshold: int = 0) -> np.ndarray:
+  """A mask file (white = hole) -> uint8 {0, 1} [size, size]: bilinear resize of the gray level, then > threshold."""
+  try:
+    with Image.open(path) as image:
+      gray = image.convert("L")
+      if gray.size != (size, size):
+        gray = gray.resize((size, size), Image.BILINEAR)
+      return (np.asarray(gray) > threshold).astype(np.uint8)
+  except (OSError, ValueError) as e:
+    raise DataError(path, f"cannot read mask ({e})") from None
+
+
+def demo_folder(split: str, kind: str) -> str:
+  return os.path.join(demo.ensure_demo_corpus(), "inpainting", split, kind)
+
+
+class ImageSource:
+  """Random-access source of {"image", "id"} (and "mask" when `mask_dir` is given: mask i mod #masks)."""
+
+  def __init__(self, image_dir: str, size: int, mask_dir: str = "", mask_threshold: int = 0):
+    self.images = list_files(image_dir)
+    self.masks = list_files(mask_dir) if mask_dir else []
+    self.size, self.image_dir, self.threshold = size, image_dir, mask_threshold
+
+  def __len__(self) -> int:
+    return len(self.images)
+
+  def __getitem__(self, index: int) -> dict:
+    path = self.images[index]
+    record = {"image": square_resize(read_image(path), self.size), "id": path}
+    if self.masks:
+      record["mask"] = read_hole_mask(self.masks[index % len(self.masks)], self.size, self.threshold)
+    return record
+
+  def __repr__(self) -> str:
+    return f"ImageSource({self.image_dir!r}, {len(self)} images, {len(self.masks)} masks)"
+
+
+class RandomMask(grain.transforms.RandomMap):
+  """Adds a random hole mask: a random file of `mask_dir`, or (no `mask_dir`) a generated free-form mask
+  whose hole ratio lies in a uniformly drawn bin of `bins`."""
+
+  def __init__(self, size: int, mask_dir: str = "", bins=mask_lib.HOLE_RATIO_BINS, threshold: int = 0):
+    self.size, self.bins, self.threshold = size, tuple(tuple(b) for b in bins), threshold
+    self.files = list_files(mask_dir) if mask_dir else []
+
+  def random_map(self, record: dict, rng: np.random.Generator) -> dict:
+    if self.files:
+      mask = read_hole_mask(self.files[int(rng.integers(len(self.files)))], self.size, self.threshold)
+    else:
+      mask = mask_lib.free_form_mask(rng, self.size, self.size, self.bins[int(rng.integers(len(self.bins)))])
+    return dict(record, mask=mask)
