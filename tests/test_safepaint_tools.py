@@ -30,6 +30,7 @@ def setup(tmp_path_factory):
   return dict(images=images, masks=masks, inpainter=inpainter, detector=detector, root=root)
 
 
+@pytest.mark.slow  # the shared setup trains a toy detector and writes a SafePaint run: ~45 s, then ~10 s
 def test_predict_writes_composites_that_keep_the_known_pixels(setup, tmp_path):
   served = serving.load_workdir(setup["inpainter"])
   written = predict.predict_files(served, setup["images"], setup["masks"], str(tmp_path))
@@ -42,6 +43,7 @@ def test_predict_writes_composites_that_keep_the_known_pixels(setup, tmp_path):
   assert os.path.isfile(written[0].replace("_inpainted", "_stage1"))
 
 
+@pytest.mark.slow  # ~30 s after the shared setup (three inpainters through a served detector)
 def test_arena_writes_table_and_plot_for_every_inpainter(setup, tmp_path):
   rows = arena.run_arena(setup["inpainter"], {"toy": setup["detector"]}, str(tmp_path), images=setup["images"],
                          masks=setup["masks"], limit=3)
