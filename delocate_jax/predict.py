@@ -17,15 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable
 import dataclasses
 import json
-import logging
 import os
 
 import cv2
 import numpy as np
 
 from common import visualize
-from common.data import face_detection, transforms
-from common.data.readers.media import IMAGE_EXTENSIONS
+from common.data import face_crops
 from common.train import serving
 
 OUTPUTS = {"score", "probs", "recovery"}
@@ -48,72 +46,26 @@ def load(export_dir: str = "", workdir: str = "", step: int | None = None) -> Pr
   return Predictor(served.fn, int(spec["shape"][0]))
 
 
-def read_frames(path: str) -> list[np.ndarray]:
-  """uint8 RGB frames [H, W, 3] of an image or a video file."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: no such image or video file")
-  if path.lower().endswith(IMAGE_EXTENSIONS):
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-      raise ValueError(f"{path}: OpenCV cannot read this image")
-    return [cv2.cvtColor(image, cv2.COLOR_BGR2RGB)]
-  capture, frames = cv2.VideoCapture(path), []
-  try:
-    ok, frame = capture.read()
-    while ok:
-      frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-      ok, frame = capture.read()
-  finally:
-    capture.release()
-  if not frames:
-    raise ValueError(f"{path}: OpenCV cannot read a frame from this file (not an image or video, or empty)")
-  return frames
-
-
-def face_boxes(frames: list[np.ndarray], crop_scale: float, detect_every: int) -> list[tuple[int, int, int, int]]:
-  """Square crop box per frame: the largest detected face tracked over the frames, enlarged by `crop_scale`;
-  the whole frame where no face is found anywhere."""
-  detector = face_detection.LbpCascadeDetector()
-  height, width = frames[0].shape[:2]
-  indices = list(range(len(frames)))
-  detections = {i: (tuple(found[0]) if len(found := detector(frames[i])) else None)
-                for i in indices[::max(1, detect_every)]}
-  if all(box is None for box in detections.values()):
-    logging.warning("no face detected: using the whole frame as the face crop")
-    return [(0, 0, width, height)] * len(frames)
-  tracked = face_detection.track_boxes(detections, indices, smooth_window=5 if len(frames) > 1 else 1)
-  return [face_detection.enlarge_box(tracked[i], crop_scale, height, width) for i in indices]
-
-
 def predict_file(predictor: Predictor, path: str, out_dir: str, *, face: str = "detect", crop_scale: float = 1.3,
                  detect_every: int = 5, threshold: float = 0.5, aggregation: str = "mean", batch_size: int = 8,
                  alpha: float = 0.5) -> dict:
   """Writes masks/, overlays/, recoveries/ and scores.json for the image or video `path`; returns the scores."""
-  if face not in ("detect", "full"):
-    raise ValueError(f"face must be 'detect' or 'full', got {face!r}")
   if aggregation not in ("mean", "max"):
     raise ValueError(f"aggregation must be 'mean' or 'max', got {aggregation!r}")
-  frames = read_frames(path)
+  frames = face_crops.read_frames(path)
   height, width = frames[0].shape[:2]
-  boxes = face_boxes(frames, crop_scale, detect_every) if face == "detect" else [(0, 0, width, height)] * len(frames)
-  s = predictor.size
+  boxes = face_crops.face_boxes(frames, face, crop_scale, detect_every)
   records = []
-  for start in range(0, len(frames), batch_size):
-    chunk = list(range(start, min(start + batch_size, len(frames))))
-    crops = np.stack([transforms.resize_image(np.ascontiguousarray(frames[i][y0:y1, x0:x1]), s, s)
-                      for i in chunk for x0, y0, x1, y1 in [boxes[i]]])
-    padded = np.concatenate([crops, np.repeat(crops[-1:], batch_size - len(chunk), 0)])  # one compiled shape
-    out = predictor.fn({"image": padded.astype(np.float32)})
+  for chunk, crops in face_crops.crop_batches(frames, boxes, predictor.size, batch_size):
+    out = predictor.fn({"image": crops})
     scores, probs = np.asarray(out["score"], np.float64), np.asarray(out["probs"], np.float32)
     recovery = np.clip(np.rint(np.asarray(out["recovery"], np.float32)), 0, 255).astype(np.uint8)
     for k, i in enumerate(chunk):
-      x0, y0, x1, y1 = boxes[i]
-      full = np.zeros((height, width), np.float32)
-      full[y0:y1, x0:x1] = cv2.resize(probs[k], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+      full = face_crops.paste(probs[k], boxes[i], height, width)
       name = f"{i:05d}.png"
       visualize.write_mask_and_overlay(os.path.join(out_dir, "masks", name), os.path.join(out_dir, "overlays", name),
                                        frames[i], full, threshold=threshold, alpha=alpha, box=boxes[i])
-      side_by_side = cv2.cvtColor(np.concatenate([crops[k], recovery[k]], axis=1), cv2.COLOR_RGB2BGR)
+      side_by_side = cv2.cvtColor(np.concatenate([crops[k].astype(np.uint8), recovery[k]], axis=1), cv2.COLOR_RGB2BGR)
       os.makedirs(os.path.join(out_dir, "recoveries"), exist_ok=True)
       if not cv2.imwrite(os.path.join(out_dir, "recoveries", name), side_by_side):
         raise OSError(f"{out_dir}/recoveries/{name}: OpenCV cannot write this PNG")
