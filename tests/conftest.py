@@ -1,16 +1,25 @@
-"""Test-session set-up: simulated CPU devices, parsed absl flags (Grain needs them), markers.
+"""Test-session set-up: simulated CPU devices, parsed absl flags (Grain needs them), markers, and a
+compilation cache shared by the session's tests and the subprocesses they start.
 
 Four simulated devices: on a 2-core machine eight devices running collectives can hit XLA's CPU
-rendezvous timeout (see ARCHITECTURE.md, Tests).
+rendezvous timeout (see ARCHITECTURE.md, Tests). The persistent compilation cache starts empty in a fresh
+temporary folder each session (nothing carries over between sessions); it spares the suite recompiling the same
+smoke models for every end-to-end run (resume after a kill, export, predict).
 """
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_force_host_platform_device_count=4").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jax-test-cache-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 from absl import flags  # noqa: E402
 
