@@ -40,3 +40,10 @@ def write_mask_and_overlay(mask_path: str, overlay_path: str, image: np.ndarray,
     if not cv2.imwrite(path, picture):
       raise OSError(f"{path}: OpenCV cannot write this PNG")
   return overlay
+
+
+def define_flags() -> None:
+  """Defines `--threshold` and `--alpha`, the arguments of `write_mask_and_overlay` (for a predict tool's `__main__`)."""
+  from absl import flags
+  flags.DEFINE_float("threshold", 0.5, "Mask threshold on the manipulation probability.")
+  flags.DEFINE_float("alpha", 0.5, "Heatmap weight in the overlays.")

@@ -93,15 +93,11 @@ def main(argv) -> None:
 if __name__ == "__main__":
   from absl import app, flags
 
-  flags.DEFINE_string("export", "", "Export directory (common.train.export).")
-  flags.DEFINE_string("workdir", "", "Run directory (stage 2): use its latest checkpoint instead of an export.")
+  serving.define_flags()
+  visualize.define_flags()
+  face_crops.define_flags()
   flags.DEFINE_string("input", None, "Face image or video file.", required=True)
   flags.DEFINE_string("out", None, "Output directory.", required=True)
-  flags.DEFINE_enum("face", "detect", ["detect", "full"], "Detect and crop the face, or take the full frame.")
-  flags.DEFINE_float("crop_scale", 1.3, "Face crop side / detected box side (the ROIs assume training's 1.3).")
-  flags.DEFINE_integer("detect_every", 5, "Run the face detector on every n-th video frame (tracked between).")
-  flags.DEFINE_float("threshold", 0.5, "Mask threshold on the manipulation probability.")
   flags.DEFINE_enum("aggregation", "mean", ["mean", "max"], "Video score from the frame scores.")
   flags.DEFINE_integer("batch_size", 8, "Crops per forward pass.")
-  flags.DEFINE_float("alpha", 0.5, "Heatmap weight in the overlays.")
   app.run(main)

@@ -75,8 +75,7 @@ def main(argv) -> None:
 if __name__ == "__main__":
   from absl import app, flags
 
-  flags.DEFINE_string("export", "", "Export directory (common.train.export).")
-  flags.DEFINE_string("workdir", "", "Run directory (its latest checkpoint).")
+  serving.define_flags()
   flags.DEFINE_string("image", None, "An image or a folder of images.", required=True)
   flags.DEFINE_string("mask", None, "A mask or a folder of masks (white = hole).", required=True)
   flags.DEFINE_string("out", None, "Output folder.", required=True)

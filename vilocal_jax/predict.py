@@ -186,11 +186,9 @@ def main(argv) -> None:
 if __name__ == "__main__":
   from absl import app, flags
 
-  flags.DEFINE_string("export", "", "Export directory (common.train.export).")
-  flags.DEFINE_string("workdir", "", "Run directory: use its latest checkpoint instead of an export.")
+  serving.define_flags()
+  visualize.define_flags()
   flags.DEFINE_string("input", None, "Video file or folder of frame images.", required=True)
   flags.DEFINE_string("out", None, "Output directory.", required=True)
-  flags.DEFINE_float("threshold", 0.5, "Mask threshold on the forgery probability.")
   flags.DEFINE_integer("batch_size", 8, "Clips per forward pass.")
-  flags.DEFINE_float("alpha", 0.5, "Heatmap weight in the overlays.")
   app.run(main)

@@ -78,3 +78,12 @@ def paste(probs: np.ndarray, box: Box, height: int, width: int) -> np.ndarray:
   full = np.zeros((height, width), np.float32)
   full[y0:y1, x0:x1] = cv2.resize(np.asarray(probs, np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
   return full
+
+
+def define_flags() -> None:
+  """Defines `--face`, `--crop_scale` and `--detect_every`, the arguments of `face_boxes` (for a face method's
+  predict tool)."""
+  from absl import flags
+  flags.DEFINE_enum("face", "detect", ["detect", "full"], "Detect and crop the face, or take the full frame.")
+  flags.DEFINE_float("crop_scale", 1.3, "Face crop side / detected box side (training's crops use 1.3).")
+  flags.DEFINE_integer("detect_every", 5, "Run the face detector on every n-th video frame (tracked between).")

@@ -63,3 +63,10 @@ def load(export_dir: str = "", workdir: str = "", step: int | None = None) -> Se
   if bool(export_dir) == bool(workdir):
     raise ValueError(f"give exactly one of --export and --workdir (got export={export_dir!r}, workdir={workdir!r})")
   return load_export(export_dir) if export_dir else load_workdir(workdir, step)
+
+
+def define_flags() -> None:
+  """Defines `--export` and `--workdir`, the two model sources `load` takes (for a predict tool's `__main__`)."""
+  from absl import flags
+  flags.DEFINE_string("export", "", "Export directory (common.train.export).")
+  flags.DEFINE_string("workdir", "", "Run directory (the final stage's): use its latest checkpoint instead of an export.")
