@@ -80,7 +80,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   elif variant == "smoke":
     c.data.size = 64
     c.data.frames_per_video = 2
-    c.model.update(dict(stem_channels=16, base_channels=8, feats_channels=64, out_channels=64))
+    c.model.update(dict(depth=26, stem_channels=16, base_channels=8, feats_channels=64, out_channels=64))
     c.global_batch_size = 4
     c.epochs = 0
     c.total_steps = 2

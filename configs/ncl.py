@@ -84,7 +84,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     c.eval_every = 200
     c.checkpoint_every = 200
   elif variant == "smoke":
-    c.model.update(dict(depth=50, base_channels=8, aspp_channels=16, decoder_channels=16, low_level_channels=8,
+    c.model.update(dict(depth=26, base_channels=8, aspp_channels=16, decoder_channels=16, low_level_channels=8,
                         proj_dim=16))
     c.ncl.update(dict(patch_size=2, max_per_class=32))
     c.data.update(dict(size=64, crop=0))

@@ -102,9 +102,10 @@ def test_imagenet_backbone_fills_only_the_backbone():
 
 
 def test_step_zero_workdir_holds_the_converted_weights(tmp_path):
-  """The thin golden model has the smoke config's widths: its weights become step 0 of a smoke run."""
+  """The thin golden model has the smoke config's widths (at depth 50): its weights become step 0 of a run."""
   _, params = _thin_golden()
   config = msccnet_configs.get_config("smoke")
+  config.model.depth = 50
   module, _ = convert.from_torch_state_dict(params, config)
   directory = weights.to_workdir(module, config, str(tmp_path))
   ckpt = checkpoint.Checkpointer(directory, read_only=True, async_save=False)

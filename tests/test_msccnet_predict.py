@@ -20,6 +20,7 @@ def run_dir(tmp_path_factory):
   data = np.load(os.path.join(GOLDEN, "msccnet_thin_full.npz"), allow_pickle=False)
   params = {k[len("param/"):]: data[k] for k in data.files if k.startswith("param/")}
   config = msccnet_configs.get_config("smoke")
+  config.model.depth = 50  # the thin golden model's depth (the smoke config trains a ResNet-26)
   workdir = str(tmp_path_factory.mktemp("msccnet_run"))
   module, _ = convert.from_torch_state_dict(params, config)
   weights.to_workdir(module, config, workdir)

@@ -43,7 +43,7 @@ Initializer = Callable[..., jax.Array]
 # jfzhang95's ResNet init: normal_(0, sqrt(2 / (k * k * out_channels))), untruncated.
 DEEPLAB_RESNET_CONV_INIT = jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
-BLOCKS_PER_DEPTH = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+BLOCKS_PER_DEPTH = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 STRIDES_AND_DILATIONS = {
     8: ((1, 2, 1, 1), (1, 1, 2, 4)),
     16: ((1, 2, 2, 1), (1, 1, 1, 2)),
@@ -186,7 +186,7 @@ class ResNet(nnx.Module):
   (sizes as PyTorch computes them: ceil for odd sizes at each stride-2 step).
 
   Args:
-    depth: 50, 101 or 152.
+    depth: 50, 101 or 152 (26, timm's resnet26 layout, serves the fast smoke configs).
     output_stride: 8, 16 or 32.
     stem: "deep" (ResNetV1c: `stem.*` keys) or "classic" (7x7 s2 conv: `conv1`/`bn1` keys).
     contract_dilation: mmseg's first-block dilation halving.
