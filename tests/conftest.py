@@ -1,5 +1,6 @@
 """Test-session set-up: simulated CPU devices, parsed absl flags (Grain needs them), markers, and a
-compilation cache shared by the session's tests and the subprocesses they start.
+compilation cache shared by the session's tests, its xdist workers (they inherit the controller's environment)
+and the subprocesses they start.
 
 Four simulated devices: on a 2-core machine eight devices running collectives can hit XLA's CPU
 rendezvous timeout (see ARCHITECTURE.md, Tests). The persistent compilation cache starts empty in a fresh
