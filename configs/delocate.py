@@ -63,7 +63,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   c.stages = ml_collections.ConfigDict({
       "stage1": _stage(1, steps=100_000, lr=1.5e-4 * 64 / 256, freeze=["model/localizer/"]),
       "stage2": _stage(2, steps=30_000, lr=1e-4, freeze=["model/mae/"], init_from_stage="stage1",
-                       init_from=dict(include="model/mae/"), best_metric="eval/video_auc"),
+                       init_from=dict(workdir="", include="model/mae/"), best_metric="eval/video_auc"),
   })
   c.log_every = 100
   c.checkpoint_every = 2000
@@ -86,8 +86,10 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     c.global_batch_size = 16
     c.log_every = 25
     c.checkpoint_every = 250
-    c.stages.stage1.update(_stage(1, steps=1000, lr=1e-3, freeze=["model/localizer/"]))
-    c.stages.stage1.eval_every = 500
+    # 4000 MAE steps: the recovery ratio (fake-region error / the same pixels of the real crop) was 0.93 after
+    # 1000 steps (cosine over 1000) and 1.03 / 1.03 / 1.07 / 1.08 at steps 1000-4000 of this schedule.
+    c.stages.stage1.update(_stage(1, steps=4000, lr=1e-3, freeze=["model/localizer/"]))
+    c.stages.stage1.eval_every = 1000
     c.stages.stage2.update(_stage(2, steps=400, lr=5e-4))
     c.stages.stage2.eval_every = 200
   elif variant == "smoke":
