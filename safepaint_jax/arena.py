@@ -24,7 +24,6 @@ against the original. Writes DIR/arena.md, DIR/arena.csv and DIR/arena.png (F1 a
 from __future__ import annotations
 
 import csv
-import json
 import os
 
 import cv2
@@ -41,24 +40,6 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 NORMALISATIONS = ("imagenet", "unit", "255")
 INPAINTERS = ("safepaint", "stage1", "telea")
-
-
-def normalisation_text(path: str) -> str:
-  """The `normalisation` field of an export's manifest, or of the run's task `export_spec()`."""
-  manifest = os.path.join(path, "manifest.json")
-  if os.path.isfile(manifest):
-    with open(manifest, encoding="utf-8") as f:
-      return json.load(f).get("normalisation", "")
-  from common.train import checkpoint as ckpt_lib
-  from common.train import loop
-  ckpt = ckpt_lib.Checkpointer(os.path.join(path, "checkpoints"), read_only=True, async_save=False)
-  try:
-    step = ckpt.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"{path}: neither an export (manifest.json) nor a run directory with checkpoints")
-    return loop.build_task(ckpt.restore_config(step)).export_spec().get("normalisation", "")
-  finally:
-    ckpt.close()
 
 
 def detect_normalisation(text: str) -> str:
@@ -79,9 +60,8 @@ class Detector:
   def __init__(self, name: str, spec: str):
     path, _, mode = spec.partition("@")
     self.name, self.path = name, path
-    self.served = serving.load_export(path) if os.path.isfile(os.path.join(path, "manifest.json")) else (
-        serving.load_workdir(path))
-    self.mode = mode or detect_normalisation(normalisation_text(path))
+    self.served = serving.load_path(path)
+    self.mode = mode or detect_normalisation(self.served.normalisation)
     if self.mode not in NORMALISATIONS:
       raise ValueError(f"detector {name}: unknown normalisation {self.mode!r}; expected one of {NORMALISATIONS}")
     if "probs" not in self.served.outputs:
@@ -157,8 +137,7 @@ def run_arena(inpainter_path: str, detectors: dict[str, str], out_dir: str, *, i
   """Runs the arena and writes the table and the plot; returns the table rows."""
   if not detectors:
     raise ValueError("give at least one --detector=name=path")
-  inpainter = (serving.load_export(inpainter_path) if os.path.isfile(os.path.join(inpainter_path, "manifest.json"))
-               else serving.load_workdir(inpainter_path))
+  inpainter = serving.load_path(inpainter_path)
   size = predict_lib.input_size(inpainter)
   originals, holes = load_test_set(images, masks, size, limit, mask_threshold)
   outputs = inpaint_all(inpainter, originals, holes)

@@ -65,9 +65,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
-  if bool(f.export) == bool(f.workdir):
-    raise ValueError("give exactly one of --export and --workdir")
-  served = serving.load_export(f.export) if f.export else serving.load_workdir(f.workdir)
+  served = serving.load(f.export, f.workdir)
   for path in predict_files(served, f.image, f.mask, f.out):
     print(path)
 

@@ -1,7 +1,8 @@
 """A trained model as a plain function for inference: from an export directory or from a run's checkpoint.
 
-Both give a `Served(fn, inputs, outputs, source)`: `fn({name: batch array}) -> {name: array}`, and the input /
-output specs of the task's `export_spec()` (the export's manifest), which a method's `predict.py` checks.
+Both give a `Served(fn, inputs, outputs, source, normalisation)`: `fn({name: batch array}) -> {name: array}`, and
+the input / output specs and input normalisation text of the task's `export_spec()` (the export's manifest), which
+a method's `predict.py` checks.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class Served:
   inputs: dict   # {name: {"shape": [...] without batch, "dtype": ...}}
   outputs: dict  # {name: description}
   source: str    # the directory it came from (for error messages)
+  normalisation: str = ""  # how inputs are scaled, in words (export_spec's `normalisation`)
 
 
 def load_export(export_dir: str) -> Served:
@@ -30,7 +32,8 @@ def load_export(export_dir: str) -> Served:
     raise FileNotFoundError(f"{export_dir}: no manifest.json (not an export directory)")
   with open(manifest_path, encoding="utf-8") as f:
     manifest = json.load(f)
-  return Served(export.load(export_dir), manifest["inputs"], manifest["outputs"], export_dir)
+  return Served(export.load(export_dir), manifest["inputs"], manifest["outputs"], export_dir,
+                manifest.get("normalisation", ""))
 
 
 def load_workdir(workdir: str, step: int | None = None) -> Served:
@@ -54,7 +57,8 @@ def load_workdir(workdir: str, step: int | None = None) -> Served:
   state = TrainState(**restored)
   apply = jax.jit(lambda state, inputs: task.predict(task.models(state), inputs))
   spec = task.export_spec()
-  return Served(lambda inputs: apply(state, inputs), spec["inputs"], spec["outputs"], workdir)
+  return Served(lambda inputs: apply(state, inputs), spec["inputs"], spec["outputs"], workdir,
+                spec.get("normalisation", ""))
 
 
 def load(export_dir: str = "", workdir: str = "", step: int | None = None) -> Served:
@@ -63,6 +67,11 @@ def load(export_dir: str = "", workdir: str = "", step: int | None = None) -> Se
   if bool(export_dir) == bool(workdir):
     raise ValueError(f"give exactly one of --export and --workdir (got export={export_dir!r}, workdir={workdir!r})")
   return load_export(export_dir) if export_dir else load_workdir(workdir, step)
+
+
+def load_path(path: str) -> Served:
+  """An export directory (it holds manifest.json) or else a run directory (its latest checkpoint)."""
+  return load_export(path) if os.path.isfile(os.path.join(path, "manifest.json")) else load_workdir(path)
 
 
 def define_flags() -> None:
