@@ -8,7 +8,7 @@ import pytest
 
 from common.train import export, loop
 from tests.test_delocate_task import smoke, tiny_faces  # noqa: F401 (module fixture)
-from tests.test_engine import losses, saved_params
+from tests.test_engine import assert_stage_two_kept_frozen_and_trained, losses, saved_params
 
 STAGE2_METRICS = ("image_acc", "image_auc", "video_acc", "video_auc", "pixel_f1", "pixel_iou", "pixel_auc")
 
@@ -38,14 +38,7 @@ def test_both_stages_train_on_the_mesh_and_log_detection_and_localization(two_st
 
 def test_stage_two_restores_the_stage_one_mae_and_keeps_it_frozen(two_stage_run):
   workdir, _ = two_stage_run
-  s1 = saved_params(os.path.join(workdir, "stage1"))
-  s2 = saved_params(os.path.join(workdir, "stage2"))
-  mae = [k for k in s1 if k.startswith("model/mae/")]
-  localizer = [k for k in s1 if k.startswith("model/localizer/")]
-  assert mae and localizer
-  for k in mae:
-    np.testing.assert_array_equal(s2[k], s1[k], err_msg=k)
-  assert any(not np.allclose(s2[k], s1[k]) for k in localizer)
+  assert_stage_two_kept_frozen_and_trained(workdir, frozen="model/mae/", trained="model/localizer/")
 
 
 def test_meta_learning_step_trains_the_localizer_only(tiny_faces, two_stage_run, tmp_path):

@@ -47,6 +47,18 @@ def saved_params(workdir, step=None):
   return loop._flat(raw["params"])
 
 
+def assert_stage_two_kept_frozen_and_trained(workdir, frozen: str, trained: str) -> None:
+  """A two-stage run: stage 2's parameters under `frozen` equal stage 1's, and some under `trained` changed."""
+  s1 = saved_params(os.path.join(workdir, "stage1"))
+  s2 = saved_params(os.path.join(workdir, "stage2"))
+  kept = [k for k in s1 if k.startswith(frozen)]
+  changed = [k for k in s1 if k.startswith(trained)]
+  assert kept and changed
+  for k in kept:
+    np.testing.assert_array_equal(s2[k], s1[k], err_msg=k)
+  assert any(not np.allclose(s2[k], s1[k]) for k in changed)
+
+
 def rel_err(a, b):
   return max(np.linalg.norm(np.asarray(a[k]) - np.asarray(b[k])) / max(np.linalg.norm(np.asarray(b[k])), 1e-12)
              for k in b)
