@@ -11,7 +11,7 @@ Ablations: random masking only: --config.masking.min_coverage=1.1 (no token coun
 """
 import ml_collections
 
-from common.train.config import base_config
+from common.train.config import base_config, checked_variant
 
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 
@@ -24,9 +24,7 @@ def _stage(stage: int, steps: int, lr: float, **extra) -> dict:
 
 
 def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
-  variant = arg or "demo"
-  if variant not in ("paper", "demo", "smoke"):
-    raise ValueError(f"unknown Delocate variant {variant!r}: paper, demo or smoke")
+  variant = checked_variant(arg, "Delocate")
   c = base_config()
   c.task = "delocate_jax.task:DelocateTask"
   c.stage = 1

@@ -16,13 +16,11 @@ Ablations: --config.model.spectral_k, --config.model.spectral_size='()' (basis p
 """
 import ml_collections
 
-from common.train.config import base_config
+from common.train.config import base_config, checked_variant
 
 
 def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
-  variant = arg or "demo"
-  if variant not in ("paper", "demo", "smoke"):
-    raise ValueError(f"unknown MSCCNet variant {variant!r}: paper, demo or smoke")
+  variant = checked_variant(arg, "MSCCNet")
   c = base_config()
   c.task = "msccnet_jax.task:MSCCNetTask"
   c.model = ml_collections.ConfigDict(dict(

@@ -28,15 +28,13 @@ training loop reports.
 """
 import ml_collections
 
-from common.train.config import base_config
+from common.train.config import base_config, checked_variant
 
 PROTOCOL_MVSS_TEST_SETS = ("casia1", "columbia", "coverage", "nist16", "imd2020")
 
 
 def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
-  variant = arg or "demo"
-  if variant not in ("paper", "demo", "smoke"):
-    raise ValueError(f"unknown NCL variant {variant!r}: paper, demo or smoke")
+  variant = checked_variant(arg, "NCL")
   c = base_config()
   c.task = "ncl_jax.task:NCLTask"
   c.model = ml_collections.ConfigDict(dict(

@@ -21,16 +21,14 @@ smoke: the same at 64x64 with width 8, one residual block, a few steps (tests).
 """
 import ml_collections
 
-from common.train.config import base_config
+from common.train.config import base_config, checked_variant
 
 PERCEPTUAL_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 STYLE_LAYERS = ("relu2_2", "relu3_4", "relu4_4", "relu5_2")
 
 
 def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
-  variant = arg or "demo"
-  if variant not in ("paper", "demo", "smoke"):
-    raise ValueError(f"unknown SafePaint variant {variant!r}: paper, demo or smoke")
+  variant = checked_variant(arg, "SafePaint")
   c = base_config()
   c.task = "safepaint_jax.task:SafePaintTask"
   c.seed = 10  # the official seed

@@ -8,7 +8,7 @@ Ablations: --config.model.noise_layer=False (no HP3D), --config.run_stages=stage
 """
 import ml_collections
 
-from common.train.config import base_config
+from common.train.config import base_config, checked_variant
 
 
 def _stage(stage: int, epochs: int, lr: float, end_lr: float, decay_epochs: int, **extra) -> dict:
@@ -20,9 +20,7 @@ def _stage(stage: int, epochs: int, lr: float, end_lr: float, decay_epochs: int,
 
 
 def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
-  variant = arg or "demo"
-  if variant not in ("paper", "demo", "smoke"):
-    raise ValueError(f"unknown ViLocal variant {variant!r}: paper, demo or smoke")
+  variant = checked_variant(arg, "ViLocal")
   c = base_config()
   c.task = "vilocal_jax.task:ViLocalTask"
   c.stage = 1

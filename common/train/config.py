@@ -3,6 +3,16 @@ from __future__ import annotations
 
 import ml_collections
 
+VARIANTS = ("paper", "demo", "smoke")
+
+
+def checked_variant(arg: str, method: str) -> str:
+  """The variant a method's `get_config(arg)` builds: `arg`, or 'demo' when empty; one of `VARIANTS`."""
+  name = arg or "demo"
+  if name not in VARIANTS:
+    raise ValueError(f"unknown {method} variant {name!r}: paper, demo or smoke")
+  return name
+
 
 def base_config() -> ml_collections.ConfigDict:
   """Engine fields with their defaults; a method config sets `task`, the model, data and optimizer fields."""
