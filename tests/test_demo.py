@@ -10,7 +10,9 @@ import pytest
 import skimage.data
 
 from common.data import demo
+from common.data import demo_faces
 from common.data import demo_images
+from common.data import demo_media
 from common.data import masks as mask_lib
 
 
@@ -275,6 +277,33 @@ def test_image_forgeries_change_exactly_their_mask(kind, crops):
     changed = np.any(tampered != image, axis=-1)
     assert not np.any(changed & (mask == 0))
     assert changed[mask > 0].mean() > 0.5
+
+
+def _residual_energy(image: np.ndarray) -> np.ndarray:
+  """float [H, W]: mean absolute difference to the 3x3 median, a noise-level proxy."""
+  return np.abs(image.astype(np.float32) - cv2.medianBlur(image, 3).astype(np.float32)).mean(-1)
+
+
+def test_sensor_noise_is_what_a_removal_erases(crops):
+  image = np.full((128, 128, 3), 120, np.uint8)  # flat: any residual is the added noise
+  levels = [_residual_energy(demo_images.with_sensor_noise(np.random.default_rng(s), image)).mean() for s in range(8)]
+  low, high = demo_images.SENSOR_NOISE_SIGMA
+  assert 0.5 * low < min(levels) and max(levels) < high and max(levels) > 1.5 * min(levels)  # sigma varies by crop
+  noisy = demo_images.with_sensor_noise(np.random.default_rng(0), crops[0])
+  tampered, mask, _ = demo_images.remove_object(np.random.default_rng(1), noisy)
+  energy = _residual_energy(tampered)
+  assert energy[mask > 0].mean() < 0.5 * energy[mask == 0].mean()
+
+
+def test_neural_textures_stand_in_renders_the_part_smoother_than_the_camera():
+  frame = demo_media.read_video(demo_faces.SOURCE_VIDEO, [40])[0]
+  source = demo_media.read_video(demo_faces.SOURCE_VIDEO, [100])[0]
+  box, source_box = demo_faces.face_track([40, 100])
+  fake = demo_faces.part_swap_frame(frame, box, source, source_box, "mouth")
+  changed = np.any(fake != frame, axis=-1)
+  laplacian = lambda x: np.abs(cv2.Laplacian(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), cv2.CV_32F))
+  assert changed.mean() > 0.005
+  assert laplacian(fake)[changed].mean() < 0.7 * laplacian(frame)[changed].mean()
 
 
 def test_mask_generators_are_deterministic_and_sized():

@@ -380,6 +380,10 @@ def test_every_reader_reads_the_tiny_demo_corpus(tmp_path):
                                 frames_per_video=3, face_boxes=boxes, cache_dir=str(tmp_path / "cache"),
                                 mask_source="ssim")
   assert len(official) == len(derived) > 0
+  videos = lambda split: {item.video for item in FaceForensicsReader(
+      os.path.join(out, "faces"), split, methods=("FaceSwap",), frames_per_video=3, face_boxes=boxes,
+      cache_dir=str(tmp_path / "cache"))._items}
+  assert videos("train+val") == videos("train") | videos("val") and not videos("train") & videos("val")
   # The corpus's mask videos hold SSIM masks of the uncompressed frames; the reader's SSIM masks of the decoded
   # (mp4v) crops agree with them up to compression noise (small NeuralTextures regions agree least).
   for index in range(0, len(official), 2):

@@ -4,7 +4,7 @@
     python -m common.data.demo            # build (or find) the cached corpus and print its path
 
 or `ensure_demo_corpus()` from Python, which builds the corpus on first use into
-`<cache root>/demo-v2` (cache root: `$JAX_FORENSICS_CACHE`, else `~/.cache/jax_forensics`) and reuses it.
+`<cache root>/demo-v3` (cache root: `$JAX_FORENSICS_CACHE`, else `~/.cache/jax_forensics`) and reuses it.
 A build writes into a temporary sibling folder and renames it into place, so an interrupted build never
 leaves a partial corpus. The same seed gives byte-identical files (OpenCV runs single-threaded meanwhile).
 
@@ -47,7 +47,8 @@ from common.data import demo_faces
 from common.data import demo_images
 from common.data import demo_video
 
-VERSION = "demo-v2"  # v2: video-inpainting blobs of 3-12% of the frame (v1: 2-8%)
+VERSION = "demo-v3"  # v3: sensor noise in the image-manipulation crops, NeuralTextures stand-in re-rendered at half
+# resolution; v2: video-inpainting blobs of 3-12% of the frame (v1: 2-8%)
 DEFAULT_SEED = 0
 CACHE_ENV = "JAX_FORENSICS_CACHE"
 MANIFEST = "manifest.json"
@@ -194,7 +195,7 @@ def load_manifest(corpus_dir: str) -> dict:
 
 
 def ensure_demo_corpus(cache_dir: str | None = None) -> str:
-  """Path of the full demo corpus, built on first use into `<cache root>/demo-v2` and reused afterwards.
+  """Path of the full demo corpus, built on first use into `<cache root>/demo-v3` and reused afterwards.
 
   Args:
     cache_dir: the cache root; default `default_cache_root()`.

@@ -9,7 +9,9 @@ methods are applied to every ordered pair (target, source) of an official-style 
   luminance statistics and blended with OpenCV Poisson cloning (`seamlessClone`).
 * `NeuralTextures` (a stand-in for the learned re-rendering of FF++): the mouth or the eyes of the
   target are replaced by those of the source video's frame at the same time step (the same person with
-  another expression), aligned by the face boxes and blended with `seamlessClone`.
+  another expression), aligned by the face boxes, re-rendered at `RENDER_SCALE` of the frame's
+  resolution (NeuralTextures' neural renderer outputs a smoother face than the camera: its known
+  blurred-mouth trace) and blended with `seamlessClone`.
 
 The face boxes come from fixed geometry: `FACE_TRACK` holds key frames of a track made offline with
 scikit-image's LBP cascade (upscaled frames, temporal smoothing, checked by eye), linearly interpolated.
@@ -47,6 +49,7 @@ FPS = 30000 / 1001
 METHODS = ("FaceSwap", "NeuralTextures")
 VIDEO_FOURCC = "mp4v"
 MASK_FOURCC = "FFV1"
+RENDER_SCALE = 0.5  # NeuralTextures stand-in: resolution of the re-rendered part relative to the frame
 
 # (frame, centre x, centre y, side) of the face box in carphone_pristine.mp4 at key frames.
 FACE_TRACK = (
@@ -103,7 +106,8 @@ def face_swap_frame(frame: np.ndarray, box: np.ndarray, donor: np.ndarray) -> np
 
 def part_swap_frame(frame: np.ndarray, box: np.ndarray, source_frame: np.ndarray, source_box: np.ndarray,
                     part: str) -> np.ndarray:
-  """Replaces the mouth or the eyes of `frame` by those of `source_frame`, aligned by the face boxes."""
+  """Replaces the mouth or the eyes of `frame` by those of `source_frame`, aligned by the face boxes and
+  re-rendered at `RENDER_SCALE` resolution."""
   height, width = frame.shape[:2]
   cx, cy, side = box
   scx, scy, sside = source_box
@@ -111,6 +115,9 @@ def part_swap_frame(frame: np.ndarray, box: np.ndarray, source_frame: np.ndarray
   matrix = np.array([[scale, 0, cx - scale * scx], [0, scale, cy - scale * scy]], np.float64)
   aligned = cv2.warpAffine(source_frame, matrix, (width, height), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REFLECT)
+  low = (int(round(width * RENDER_SCALE)), int(round(height * RENDER_SCALE)))
+  aligned = cv2.resize(cv2.resize(aligned, low, interpolation=cv2.INTER_AREA), (width, height),
+                       interpolation=cv2.INTER_LINEAR)
   if part == "mouth":
     ellipses = [((cx, cy + 0.3 * side), (0.22 * side, 0.14 * side))]
   elif part == "eyes":

@@ -14,7 +14,12 @@ Image manipulation, under `<out>/image_manipulation/`:
   <split>.json             IMDL-BenCo JsonDataset list of [image_path, mask_path], mask "Negative" for
                            authentic images; paths are relative to the folder holding the JSON file
 
-Splits are `train` and `test`. The manipulations, each with its exact mask (1 = changed pixels):
+Splits are `train` and `test`. Every crop first gets the sensor noise of the camera that took it
+(`with_sensor_noise`: white Gaussian noise of a standard deviation drawn per crop in `SENSOR_NOISE_SIGMA`
+grey levels), the trace real photographs carry and that the compressed or denoised sources here have lost;
+a spliced donor carries its own camera's noise level. The manipulations then disturb it as they do in real
+photographs, and the images are written losslessly so that it survives. The manipulations, each with its
+exact mask (1 = changed pixels):
 * copy-move: an object-like blob of the image is copied, rotated by up to 20 degrees and scaled by
   0.8-1.2, to a place it does not overlap, and pasted;
 * splicing: a blob from a crop of another source picture of the same split is pasted with OpenCV Poisson
@@ -50,6 +55,7 @@ _SOURCE_VIDEO_FRAMES = {
     "test": {"bigbuckbunny.mp4": tuple(range(112, 132, 4)), "bikes.mp4": tuple(range(141, 250, 6))},
 }
 _BLOB_AREA = (0.02, 0.10)
+SENSOR_NOISE_SIGMA = (1.5, 5.0)  # grey levels (8-bit) of a camera's white sensor noise
 _MARGIN = 2  # seamlessClone needs the blob strictly inside the image
 
 
@@ -97,6 +103,13 @@ class SourcePool:
     names = [n for n in self._names if n != exclude]
     name = names[int(rng.integers(len(names)))]
     return name, demo_media.random_square_crop(rng, self.image(name), size)
+
+
+def with_sensor_noise(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+  """uint8 [H, W, 3] plus white Gaussian noise of a standard deviation drawn in `SENSOR_NOISE_SIGMA`."""
+  sigma = rng.uniform(*SENSOR_NOISE_SIGMA)
+  noisy = image.astype(np.float32) + sigma * rng.standard_normal(image.shape, dtype=np.float32)
+  return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
 def _inner_blob(rng: np.random.Generator, size: int, area: float) -> np.ndarray:
@@ -191,6 +204,7 @@ def build_image_manipulation(out_dir: str, seed: int, per_kind: Mapping[str, int
       kind = KINDS[i % len(KINDS)]
       rng = np.random.default_rng([seed, _IMAGE_PART_ID, split_index, i])
       source, image = pool.crop(rng, size)
+      image = with_sensor_noise(rng, image)
       name = f"{kind}_{i:04d}"
       item = {"name": name, "kind": kind, "source": source}
       if kind == "au":
@@ -202,7 +216,7 @@ def build_image_manipulation(out_dir: str, seed: int, per_kind: Mapping[str, int
         tampered, mask = copy_move(rng, image)
       elif kind == "sp":
         donor_source, donor = pool.crop(rng, size, exclude=source)
-        tampered, mask = splice(rng, image, donor)
+        tampered, mask = splice(rng, image, with_sensor_noise(rng, donor))
         item["donor"] = donor_source
       else:
         tampered, mask, item["method"] = remove_object(rng, image)

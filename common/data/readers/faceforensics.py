@@ -88,7 +88,8 @@ class FaceForensicsReader:
 
   Args:
     root: dataset root (holding original_sequences/ and manipulated_sequences/).
-    split: 'train' | 'val' | 'test', read from `split_file`.
+    split: 'train' | 'val' | 'test', read from `split_file`; splits joined by '+' (e.g. 'train+val') read
+      the pairs of each default split file.
     split_file: the official split JSON; default `<root>/splits/<split>.json` (relative paths are taken
       against `root`).
     methods: manipulation methods to include.
@@ -114,8 +115,10 @@ class FaceForensicsReader:
       raise ValueError(f"mask_source must be 'auto', 'official' or 'ssim', got {mask_source!r}")
     self.root = os.fspath(root)
     self.split = split
-    split_file = split_file if split_file is not None else os.path.join("splits", f"{split}.json")
-    self.split_file = os.path.join(self.root, split_file)
+    if split_file is not None and "+" in split:
+      raise ValueError(f"split {split!r} joins several splits: it reads their default files, not split_file")
+    names = [split_file] if split_file is not None else [os.path.join("splits", f"{s}.json") for s in split.split("+")]
+    self.split_files = [os.path.join(self.root, name) for name in names]
     self.methods = tuple(methods)
     self.compression = compression
     self.frames_per_video = frames_per_video
@@ -147,7 +150,7 @@ class FaceForensicsReader:
       if os.path.isfile(path):
         return path
     raise DataError(os.path.join(folder, name + ".mp4"),
-                    f"the split {os.path.basename(self.split_file)} names video {name!r} but it is missing")
+                    f"the split {self.split} names video {name!r} but it is missing")
 
   def _probe(self, path: str) -> VideoInfo:
     if path in self._probes:
@@ -179,7 +182,7 @@ class FaceForensicsReader:
     return {i: face_detection.enlarge_box(boxes[i], self.crop_scale, info.height, info.width) for i in indices}
 
   def _build_index(self, include_real: bool, real_per_method: bool) -> list[_Item]:
-    pairs = read_split_pairs(self.split_file)
+    pairs = [pair for path in self.split_files for pair in read_split_pairs(path)]
     real_folder = self._folder("original_sequences", "youtube", self.compression, "videos")
     fake_folders = {m: self._folder("manipulated_sequences", m, self.compression, "videos") for m in self.methods}
     fakes = [(t, s) for a, b in pairs for t, s in ((a, b), (b, a))]
@@ -248,7 +251,7 @@ class FaceForensicsReader:
           continue
         items.extend(_Item(real, i, boxes[i], 0, None, None) for i in indices)
     if not items:
-      raise DataError(self.split_file, "no usable video in this split"
+      raise DataError(" + ".join(self.split_files), "no usable video in this split"
                       + (f" ({len(self.skipped)} skipped)" if self.skipped else ""))
     return items
 
