@@ -20,19 +20,15 @@ from PIL import Image
 
 from common.data import demo
 from common.data import masks as mask_lib
+from common.data.readers import media
 from common.data.readers.media import DataError, read_image
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def list_files(folder: str) -> list[str]:
-  """Sorted image files of `folder` (the official glob of jpg / png, case-insensitive)."""
-  if not os.path.isdir(folder):
-    raise FileNotFoundError(f"{folder}: no such folder")
-  files = sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.lower().endswith(EXTENSIONS))
-  if not files:
-    raise ValueError(f"{folder}: holds no images ({', '.join(EXTENSIONS)})")
-  return files
+def list_files(folder: str, what: str = "image") -> list[str]:
+  """Sorted paths of the image files in `folder` (the official glob of jpg / png, case-insensitive)."""
+  return [os.path.join(folder, name) for name in media.list_files(folder, EXTENSIONS, what=what)]
 
 
 def square_resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -67,7 +63,7 @@ class ImageSource:
 
   def __init__(self, image_dir: str, size: int, mask_dir: str = "", mask_threshold: int = 0):
     self.images = list_files(image_dir)
-    self.masks = list_files(mask_dir) if mask_dir else []
+    self.masks = list_files(mask_dir, "mask") if mask_dir else []
     self.size, self.image_dir, self.threshold = size, image_dir, mask_threshold
 
   def __len__(self) -> int:
@@ -90,7 +86,7 @@ class RandomMask(grain.transforms.RandomMap):
 
   def __init__(self, size: int, mask_dir: str = "", bins=mask_lib.HOLE_RATIO_BINS, threshold: int = 0):
     self.size, self.bins, self.threshold = size, tuple(tuple(b) for b in bins), threshold
-    self.files = list_files(mask_dir) if mask_dir else []
+    self.files = list_files(mask_dir, "mask") if mask_dir else []
 
   def random_map(self, record: dict, rng: np.random.Generator) -> dict:
     if self.files:

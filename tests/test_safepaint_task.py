@@ -65,8 +65,10 @@ def test_sources_crop_resize_and_pair_masks(folders):
   assert grown.mean() > record["mask"].mean() and np.all(grown >= record["mask"])
   generated = data.RandomMask(64).random_map({"image": record["image"]}, np.random.default_rng(0))
   assert generated["mask"].shape == (64, 64) and 0 < generated["mask"].mean() < 0.6
-  with pytest.raises(FileNotFoundError, match="nowhere"):
+  with pytest.raises(data.DataError, match="nowhere: missing image folder"):
     data.ImageSource("/nowhere", 64)
+  with pytest.raises(data.DataError, match="empty mask folder"):
+    data.ImageSource(folders[0], 64, os.path.dirname(folders[0]))
 
 
 def test_bad_mask_file_names_the_file(folders, tmp_path):
