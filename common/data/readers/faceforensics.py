@@ -150,7 +150,8 @@ class FaceForensicsReader:
       if os.path.isfile(path):
         return path
     raise DataError(os.path.join(folder, name + ".mp4"),
-                    f"the split {self.split} names video {name!r} but it is missing")
+                    f"the split {' + '.join(map(os.path.basename, self.split_files))} names video {name!r} "
+                    "but it is missing")
 
   def _probe(self, path: str) -> VideoInfo:
     if path in self._probes:
