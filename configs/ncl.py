@@ -65,22 +65,24 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     c.data.sets = {"train": "", "test": ""}
     c.data.train_split, c.data.test_sets, c.eval_split = "train", ("test",), "test"
   if variant == "demo":
-    # Demo choices, for 2 CPU cores in < 20 min: ResNet-50 at a quarter of the width with thin heads, trained on
+    # Demo choices, for 2 CPU cores in < 20 min: ResNet-26 at a quarter of the width with thin heads, trained on
     # 128x128 random crops at the corpus's native 256x256 (no resampling, so the forgery traces survive) and
     # evaluated on the whole 256x256 test images; AdamW instead of SGD (faster from scratch in few steps); a dice
     # term on the segmentation output (tampered regions are 3-12% of an image: CE alone starts all-authentic).
-    c.model.update(dict(depth=50, base_channels=16, aspp_channels=64, decoder_channels=64, low_level_channels=24,
+    # ResNet-26 (1.5 steps/s) buys 1200 steps where ResNet-50 managed 400 in the same time: measured held-out
+    # pixel F1 0.35 / 0.69 / 0.77 at steps 400 / 800 / 1200 (README).
+    c.model.update(dict(depth=26, base_channels=16, aspp_channels=64, decoder_channels=64, low_level_channels=24,
                         proj_dim=32))
     c.ncl.update(dict(patch_size=4, max_per_class=256, dice_weight=1.0))
     c.data.update(dict(size=0, crop=128, export_size=256))
     c.global_batch_size = 16
     c.epochs = 0
-    c.total_steps = 400
+    c.total_steps = 1200
     c.optimizer = ml_collections.ConfigDict(dict(name="adamw", lr=2e-3, weight_decay=1e-4, schedule="cosine",
                                                  warmup_steps=30, end_lr=1e-5))
     c.log_every = 20
-    c.eval_every = 200
-    c.checkpoint_every = 200
+    c.eval_every = 400
+    c.checkpoint_every = 400
   elif variant == "smoke":
     c.model.update(dict(depth=26, base_channels=8, aspp_channels=16, decoder_channels=16, low_level_channels=8,
                         proj_dim=16))

