@@ -66,7 +66,8 @@ class MSCCNetTask(Task):
     boxes = None
     if d.face_boxes:
       boxes = face_detection.PrecomputedFaceBoxes(os.path.join(root, d.face_boxes))
-    return FaceForensicsReader(root, d.train_split if split == "train" else split, methods=methods, compression=d.compression,
+    split_name = d.train_split if split == "train" else split
+    return FaceForensicsReader(root, split_name, methods=methods, compression=d.compression,
                                frames_per_video=d.frames_per_video, crop_scale=d.crop_scale, face_boxes=boxes,
                                mask_source=d.mask_source, real_per_method=split == "train")
 

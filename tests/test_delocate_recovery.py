@@ -3,8 +3,8 @@ recovery error on the manipulated pixels of FaceSwap fakes is larger than on the
 
 This is the demo config's whole stage 1 (4000 steps, about 7 minutes on 2 cores); measured on 2026-11-23 the ratio
 was 1.03 / 1.03 / 1.07 / 1.08 at steps 1000-4000 (0.93 after a 1000-step schedule, which is why the demo trains
-4000). The unseen NeuralTextures stand-in (mouth or eyes of the same person) stays below 1 (0.93 on corpus v3): its swapped
-parts are real parts of that face, which the MAE recovers as well as the originals.
+4000). The unseen NeuralTextures stand-in (mouth or eyes of the same person) stays below 1 (0.93 on corpus v3): its
+swapped parts are real parts of that face, which the MAE recovers as well as the originals.
 """
 import os
 
