@@ -2,6 +2,7 @@
 
   python -m benchmarks.train_step --method vilocal --config paper [--stage stage1] [--batch 8] [--dtype bfloat16]
                                   [--steps 10] [--warmup 2] [--set model.remat=True --set data.clip_length=5 ...]
+                                  [--profile 15]
 
 Builds the task from `configs/<method>.py:<config>` (one stage of a multi-stage config, default the first), puts
 the state on the configured mesh, takes one real batch from the task's training pipeline (the embedded demo
@@ -10,13 +11,17 @@ compiled buffer sizes), then times `--steps` steps after `--warmup`, each synchr
 `block_until_ready`. Prints one JSON line. MFU is FLOPs/s over the device's peak for the compute dtype
 (`PEAK_TFLOPS`; dense, no sparsity); it is omitted on CPU and on devices not in the table. Peak memory is the
 device's `peak_bytes_in_use` where the backend reports it, else the process's peak resident memory.
+`--profile N` then traces 3 more steps and adds the N costliest operations, named by their JAX op names.
 """
 from __future__ import annotations
 
 import ast
+import collections
+import glob
 import importlib.util
 import json
 import os
+import re
 import resource
 import tempfile
 import time
@@ -35,6 +40,8 @@ _DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "compute dtyp
 _STEPS = flags.DEFINE_integer("steps", 10, "timed steps (0: compile only, print the compile figures)")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "untimed steps after compilation")
 _SET = flags.DEFINE_multi_string("set", [], "config override key=value (value parsed as a Python literal)")
+_PROFILE = flags.DEFINE_integer("profile", 0, "after timing, trace 3 steps and add the N costliest operations "
+                                "(by JAX op name and by primitive) to the JSON line; 0: off")
 
 # Dense peak TFLOP/s by device kind (substring of `device_kind`, lower case) and compute dtype; float32 matmuls
 # count at the TF32 tensor-core rate on NVIDIA GPUs (XLA's default precision there).
@@ -73,6 +80,43 @@ def load_config(method: str, variant: str, stage: str | None, overrides: list[st
       node = node[p]
     node[leaf] = parsed
   return config
+
+
+_INSTRUCTION_OP = re.compile(r"%([\w.-]+) = [^\n]*?metadata=\{op_name=\"([^\"]*)\"")
+
+
+def op_names(hlo_text: str) -> dict[str, str]:
+  """HLO instruction name -> the JAX op name in its metadata (e.g. 'jit(train_step)/jvp()/conv_general_dilated')."""
+  return dict(_INSTRUCTION_OP.findall(hlo_text))
+
+
+def profile_ops(compiled, state, batch, top: int, steps: int = 3):
+  """Traces `steps` steps; returns the `top` costliest ops by JAX op name and by primitive.
+
+  Durations are the XLA CPU/GPU runtime's per-instruction events summed over threads (CPU time on CPU), per step;
+  `share` is the fraction of all instruction time in the trace.
+  """
+  names = op_names(compiled.as_text())
+  with tempfile.TemporaryDirectory() as trace_dir:
+    with jax.profiler.trace(trace_dir):
+      for _ in range(steps):
+        state, metrics = compiled(state, batch)
+      jax.block_until_ready((state, metrics))
+    (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+    data = jax.profiler.ProfileData.from_file(path)
+    by_op, by_primitive = collections.Counter(), collections.Counter()
+    for plane in data.planes:
+      for line in plane.lines:
+        for event in line.events:
+          op = names.get(event.name)
+          if op is None:
+            continue
+          by_op[op] += event.duration_ns
+          by_primitive[op.rsplit("/", 1)[-1]] += event.duration_ns
+  total = sum(by_op.values())
+  table = lambda counter: [{"op": name, "ms_per_step": ns / steps / 1e6, "share": ns / total}
+                           for name, ns in counter.most_common(top)]
+  return state, {"by_op": table(by_op), "by_primitive": table(by_primitive)}
 
 
 def peak_tflops(device, dtype: str) -> float | None:
@@ -130,6 +174,8 @@ def main(argv):
       record["error"] = str(e).splitlines()[0]
       print(json.dumps(record), flush=True)
       raise
+    if _PROFILE.value:
+      state, record["profile"] = profile_ops(compiled, state, batch, _PROFILE.value)
   median = float(np.median(times))
   stats = device.memory_stats() or {}
   peak = peak_tflops(device, dtype) if device.platform != "cpu" else None
