@@ -68,8 +68,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   if variant == "demo":
     c.data.size = 96
     # Every demo face is one person: training on 6 of the 8 segments (train + val; nothing selects on val) is
-    # what lets held-out real frames score as real. Demo corpus v3, 2026-11-24, 2 quiet cores: 5.6 min,
-    # eval image_auc 0.963, pixel_f1 0.65 per image (0.91 class-averaged); train only: image_auc 0.84, and
+    # what lets held-out real frames score as real. Demo corpus v3, 2026-12-06, 2 quiet cores: 6.5 min,
+    # eval image_auc 0.976, pixel_f1 0.86 per image (0.93 class-averaged); train only: image_auc 0.84, and
     # 2000 steps overfit (0.69).
     c.data.train_split = "train+val"
     c.model.update(dict(stem_channels=32, base_channels=16, feats_channels=64, out_channels=64))
