@@ -30,7 +30,7 @@ from absl import app, flags
 import jax
 import numpy as np
 
-from common.train import loop, mesh as mesh_lib
+from common.train import config as config_lib, loop, mesh as mesh_lib
 
 _METHOD = flags.DEFINE_string("method", None, "vilocal, msccnet, ncl, safepaint or delocate", required=True)
 _CONFIG = flags.DEFINE_string("config", "paper", "config variant of configs/<method>.py")
@@ -62,7 +62,7 @@ def load_config(method: str, variant: str, stage: str | None, overrides: list[st
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config(variant)
-  stages = loop.stage_configs(config, tempfile.mkdtemp(prefix="bench_"))
+  stages = config_lib.stage_configs(config, tempfile.mkdtemp(prefix="bench_"))
   names = [name for name, _, _ in stages]
   if stage is not None and stage not in names:
     raise ValueError(f"{method}:{variant} has stages {names}, not {stage!r}")

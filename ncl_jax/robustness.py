@@ -24,17 +24,6 @@ COLUMNS = ("pixel_f1", "pixel_f1_permuted", "pixel_best_f1", "pixel_iou", "pixel
 DEFAULT_OPS = ("jpeg", "blur", "noise")
 
 
-def run_config(workdir: str):
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
-  try:
-    step = ckpt.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"{workdir}: no checkpoint under checkpoints/")
-    return ckpt.restore_config(step)
-  finally:
-    ckpt.close()
-
-
 def perturbation_config(op: str, level: float) -> dict:
   """A ForensicAugment config applying `op` at `level` to every image."""
   return {op: {"p": 1.0, perturbations._OP_SPECS[op].param: level}}
@@ -42,7 +31,8 @@ def perturbation_config(op: str, level: float) -> dict:
 
 def sweep(workdir: str, sets=(), ops=DEFAULT_OPS, levels=None) -> list[dict]:
   """Rows {set, op, level, metrics...}: op 'clean' (level '') first, then every level of every op."""
-  config = run_config(workdir)
+  with ckpt_lib.Run(workdir) as run_dir:
+    config = run_dir.config()
   levels = levels or perturbations.ROBUSTNESS_LEVELS
   rows = []
   for name in sets or tuple(config.data.test_sets):

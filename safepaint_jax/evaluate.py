@@ -29,14 +29,9 @@ def untrained_metrics(config) -> dict[str, float]:
 
 
 def compare(workdir: str, step: int | None = None) -> dict[str, dict[str, float]]:
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
-  try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"{workdir}: no checkpoint under checkpoints/")
-    config = ckpt.restore_config(step)
-  finally:
-    ckpt.close()
+  with ckpt_lib.Run(workdir) as run_dir:
+    step = run_dir.latest_step() if step is None else step
+    config = run_dir.config(step)
   return {f"trained (step {step})": loop.evaluate_checkpoint(config, workdir, step),
           "untrained": untrained_metrics(config)}
 

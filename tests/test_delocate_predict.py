@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from common.data import demo_faces
-from common.train import loop, serving
+from common.train import config as config_lib, serving
 from configs import delocate as delocate_configs
 from delocate_jax import predict
 
@@ -18,7 +18,7 @@ from delocate_jax import predict
 def predictor():
   c = delocate_configs.get_config("smoke")
   c.stage = 2
-  task = loop.build_task(c)
+  task = config_lib.build_task(c)
   state = jax.jit(task.init)(task.key(0))
   apply = jax.jit(lambda state, inputs: task.predict(task.models(state), inputs))
   return predict.Predictor(lambda inputs: apply(state, inputs), c.data.size)

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from common.nn import spectral, torch_port
-from common.train import checkpoint, loop, weights
+from common.train import checkpoint, config as config_lib, weights
 from configs import msccnet as msccnet_configs
 from msccnet_jax import convert
 from msccnet_jax import model as model_lib
@@ -112,7 +112,7 @@ def test_step_zero_workdir_holds_the_converted_weights(tmp_path):
   raw = ckpt.restore_raw(0)
   restored_config = ckpt.restore_config(0)
   ckpt.close()
-  flat = loop._flat({"params": raw["params"], "rest": raw["rest"]})
+  flat = checkpoint.flat_keys({"params": raw["params"], "rest": raw["rest"]})
   np.testing.assert_array_equal(flat["params/model/mscc/fuse/kernel"],
                                 params["mscc.fuse.weight"].transpose(2, 3, 1, 0))
   np.testing.assert_array_equal(flat["rest/model/bottleneck3/bn/mean"], params["bottleneck3.1.running_mean"])

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from common.nn import torch_port
-from common.train import checkpoint, export, loop, weights
+from common.train import checkpoint, config as config_lib, export, weights
 from vilocal_jax import convert
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -175,15 +175,15 @@ def test_workdir_export_reproduces_pytorch(golden, converted, tmp_path):
   raw, saved_config = ckpt.restore_raw(0), ckpt.restore_config(0)
   ckpt.close()
   assert saved_config.stage == 2 and not saved_config.init_from.workdir  # the released model is stage 2's
-  saved = loop._flat(raw["params"]["model"])
-  ours = loop._flat(nnx.to_pure_dict(nnx.state(module, nnx.Param)))
+  saved = checkpoint.flat_keys(raw["params"]["model"])
+  ours = checkpoint.flat_keys(nnx.to_pure_dict(nnx.state(module, nnx.Param)))
   assert saved.keys() == ours.keys() and all(np.array_equal(saved[k], ours[k]) for k in ours)
-  task = loop.build_task(saved_config)
+  task = config_lib.build_task(saved_config)
   fresh_rngs = jax.jit(lambda key: nnx.state(task.build_models(nnx.Rngs(key))["model"], nnx.RngState))(
       task.key(config.seed))
   fresh_rngs = {k: (jax.random.key_data(v) if jax.dtypes.issubdtype(v.dtype, jax.dtypes.prng_key) else v)
-                for k, v in loop._flat(fresh_rngs).items()}
-  saved_rest = loop._flat(raw["rest"]["model"])
+                for k, v in checkpoint.flat_keys(fresh_rngs).items()}
+  saved_rest = checkpoint.flat_keys(raw["rest"]["model"])
   assert fresh_rngs and set(fresh_rngs) < set(saved_rest)
   for key, value in fresh_rngs.items():
     saved_value = saved_rest[key]
@@ -280,7 +280,7 @@ def test_command_line_converts_a_real_pth(golden, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "loaded 148, missing 0, unused 0, ignored 13" in result.stdout
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
-  saved = loop._flat(ckpt.restore_raw(0)["params"]["model"])
+  saved = checkpoint.flat_keys(ckpt.restore_raw(0)["params"]["model"])
   ckpt.close()
   np.testing.assert_array_equal(saved["decoder/conv2/kernel"],
                                 state_dict["decoder.classifier.3.weight"].transpose(2, 3, 1, 0))

@@ -63,7 +63,7 @@ def test_official_stage_two_quirk_updates_frozen_encoder_statistics(tiny_corpus,
   from common.train import checkpoint
   def batch_stats(d):
     ck = checkpoint.Checkpointer(os.path.join(d, "checkpoints"), read_only=True, async_save=False)
-    raw = loop._flat(ck.restore_raw()["rest"])
+    raw = checkpoint.flat_keys(ck.restore_raw(ck.latest_step())["rest"])
     ck.close()
     return {k: v for k, v in raw.items() if k.startswith("model/encoder/norm1/mean")}
   quirk, default = batch_stats(str(tmp_path / "stage2")), batch_stats(os.path.join(workdir, "stage2"))

@@ -2,6 +2,7 @@
 
 (No `from __future__ import annotations`: clu metric collections read their field annotations at runtime.)
 """
+import os
 import time
 
 import flax
@@ -15,22 +16,35 @@ from clu import metrics as clu_metrics
 from flax import nnx
 
 from common.data import pipeline
+from common.data.readers.media import DataError
 from common.train.config import base_config
 from common.train.task import Task
 
 
 class ToySource:
-  """`n` records: image float32 [8,8,3] and mask uint8 [8,8] (pixel is forged where channel sum > 1.5)."""
+  """`n` records: image float32 [8,8,3] and mask uint8 [8,8] (pixel is forged where channel sum > 1.5).
 
-  def __init__(self, n: int, seed: int):
-    self.n, self.seed = n, seed
+  Faults for the engine's tests: record `nan_record` holds a NaN pixel; reading record `bad_record` raises
+  DataError naming `bad_file` while that file exists; a non-empty `folder` must exist (checked when the source
+  is opened, as the real readers check their folders).
+  """
+
+  def __init__(self, n: int, seed: int, nan_record: int = -1, bad_record: int = -1, bad_file: str = "",
+               folder: str = ""):
+    if folder and not os.path.isdir(folder):
+      raise DataError(folder, "missing image folder")
+    self.n, self.seed, self.nan_record, self.bad_record, self.bad_file = n, seed, nan_record, bad_record, bad_file
 
   def __len__(self):
     return self.n
 
   def __getitem__(self, i):
+    if i == self.bad_record and os.path.exists(self.bad_file):
+      raise DataError(self.bad_file, "cannot decode image (test fault)")
     rng = np.random.default_rng([self.seed, i])
     image = rng.random((8, 8, 3), dtype=np.float32)
+    if i == self.nan_record:
+      image[0, 0, 0] = np.nan
     return {"image": image, "mask": (image.sum(-1) > 1.5).astype(np.uint8)}
 
   def __repr__(self):
@@ -91,11 +105,14 @@ class ToyTask(Task):
   def input_pipeline(self, split, *, process_index=0, process_count=1):
     c = self.config
     if split == "train":
-      return pipeline.train_dataset(ToySource(c.train_size, seed=1), seed=c.seed,
-                                    transforms=[Slow(c.step_delay)] if c.step_delay else [],
+      source = ToySource(c.train_size, seed=1, nan_record=c.faults.nan_record, bad_record=c.faults.bad_train_record,
+                         bad_file=c.faults.bad_file)
+      return pipeline.train_dataset(source, seed=c.seed, transforms=[Slow(c.step_delay)] if c.step_delay else [],
                                     batch_size=c.global_batch_size // process_count,
                                     process_index=process_index, process_count=process_count)
-    return pipeline.eval_batches(ToySource(c.eval_size, seed=2), batch_size=c.global_batch_size // process_count,
+    source = ToySource(c.eval_size, seed=2, bad_record=c.faults.bad_eval_record, bad_file=c.faults.bad_file,
+                       folder=c.faults.eval_folder)
+    return pipeline.eval_batches(source, batch_size=c.global_batch_size // process_count,
                                  process_index=process_index, process_count=process_count)
 
   def image_summaries(self, state, batch):
@@ -110,7 +127,7 @@ class ToyTask(Task):
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  del arg
+  """The toy run; `arg='two_stage'`: stage1 trains everything, stage2 starts from it with conv1 frozen."""
   c = base_config()
   c.task = "tests.toy_task:ToyTask"
   c.width = 8
@@ -125,6 +142,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_every = 10
   c.checkpoint_every = 5
   c.optimizer.lr = 3e-2
+  c.faults = ml_collections.ConfigDict(dict(nan_record=-1, bad_train_record=-1, bad_eval_record=-1, bad_file="",
+                                            eval_folder=""))
+  if arg == "two_stage":
+    c.run_stages = "stage1,stage2"
+    c.stages = ml_collections.ConfigDict({
+        "stage1": {},
+        "stage2": {"init_from_stage": "stage1", "freeze": ["model/conv1"], "init_from": {"include": "params/|rest/"},
+                   "optimizer": {"lr": 1e-2}}})
   return c
 
 

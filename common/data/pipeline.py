@@ -76,12 +76,15 @@ def eval_batches(source: Sequence[Mapping[str, Any]], *, batch_size: int, transf
 
   Every process yields the same number of batches (ceil(len / (process_count * batch_size))); padding examples
   copy the first real example of the batch (or of the shard) and have `valid == False`. String ids are dropped
-  from batches (jit cannot carry them).
+  from batches (jit cannot carry them). An empty source is an error at call time, not at the first batch.
   """
-  n = len(source)
-  if n == 0:
+  if len(source) == 0:
     raise ValueError(f"evaluation source {source!r} is empty")
-  steps = -(-n // (batch_size * process_count))
+  return _padded_pass(source, batch_size, transforms, process_index, process_count, read_threads)
+
+
+def _padded_pass(source, batch_size, transforms, process_index, process_count, read_threads) -> Iterator[dict]:
+  steps = -(-len(source) // (batch_size * process_count))
   ds = _apply(grain.MapDataset.source(source), transforms, seed=0)
   shard = ds[process_index::process_count]
   it = iter(shard.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=batch_size)))
@@ -101,4 +104,3 @@ def eval_batches(source: Sequence[Mapping[str, Any]], *, batch_size: int, transf
       batch = _pad_batch([first], batch_size)
       batch["valid"][:] = False
       yield batch
-

@@ -30,29 +30,21 @@ def _is_key(leaf) -> bool:
 
 def export(workdir: str, out: str, step: int | None = None,
            platforms: tuple[str, ...] = ("cpu", "cuda", "tpu")) -> dict:
-  """Writes the export of `workdir`'s checkpoint at `step` (default latest) to `out`; returns the manifest."""
+  """Writes the export of `workdir`'s checkpoint at `step` (default: the newest readable) to `out`; returns the
+  manifest."""
   import orbax.checkpoint as ocp
   from flax import nnx
 
   from common.train import checkpoint as ckpt_lib
-  from common.train import loop
   from common.train.task import TrainState
 
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
-  step = ckpt.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint to export in {workdir}")
-  config = ckpt.restore_config(step)
-  task = loop.build_task(config)
-  device = jax.local_devices()[0]
+  with ckpt_lib.Run(workdir) as run_dir:
+    task, restored, step = run_dir.load(step)
+  config = task.config
   abstract = jax.eval_shape(task.init, task.key(0))
-  one = jax.sharding.SingleDeviceSharding(device)
-  restored, _ = ckpt.restore(jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), abstract),
-                             step, with_data=False)
-  ckpt.close()
-  model_state = {"params": restored["params"], "rest": restored["rest"]}
-  flat = {k: v for k, v in loop._flat(model_state).items() if not _is_key(v)}
-  template = loop._flat({"params": abstract.params, "rest": abstract.rest})
+  model_state = {"params": restored.params, "rest": restored.rest}
+  flat = {k: v for k, v in ckpt_lib.flat_keys(model_state).items() if not _is_key(v)}
+  template = ckpt_lib.flat_keys({"params": abstract.params, "rest": abstract.rest})
 
   def infer(variables, inputs):
     leaves = {k: (task.key(0) if _is_key(a) else variables[k]) for k, a in template.items()}
@@ -74,9 +66,9 @@ def export(workdir: str, out: str, step: int | None = None,
   np.savez(os.path.join(out, "variables.npz"), **host)
   with open(os.path.join(out, "inference.jaxexport"), "wb") as f:
     f.write(exported.serialize())
-  pure = jax.tree.map(np.asarray, {"params": {n: nnx.to_pure_dict(p) for n, p in restored["params"].items()},
+  pure = jax.tree.map(np.asarray, {"params": {n: nnx.to_pure_dict(p) for n, p in restored.params.items()},
                                    "rest": {n: nnx.to_pure_dict(nnx.split_state(r, _not_key, ...)[0])
-                                            for n, r in restored["rest"].items()}})
+                                            for n, r in restored.rest.items()}})
   with ocp.StandardCheckpointer() as params_ckpt:
     params_ckpt.save(os.path.abspath(os.path.join(out, "params")), pure, force=True)
     params_ckpt.wait_until_finished()

@@ -1,41 +1,49 @@
 """The training loop every method runs: mesh, sharded state, jit, resume, eval, checkpoints, preemption, logs.
 
-Order (big_vision / MaxText): mesh -> abstract state -> shardings -> restore (WORKDIR's latest checkpoint, else
-`config.init_from`, else fresh init) -> data iterator (restored to the checkpointed position) -> loop
-(step, log every `log_every`, eval every `eval_every`, save under the checkpoint policy, stop on SIGTERM or a
-preemption notice after saving) -> final eval -> wait for pending saves.
+Order (big_vision / MaxText): mesh -> the evaluation split opened (a bad test split fails before training) ->
+the run directory taken (`checkpoint.TrainingRun`: lock, resume guard) -> abstract state -> shardings -> restore
+(WORKDIR's newest readable checkpoint, else `config.init_from`, else fresh init) -> data iterator (restored to the
+checkpointed position) -> loop (step; log every `log_every`; save under the checkpoint policy; evaluate every
+`eval_every`, after that step's save) -> final save, final evaluation, `complete.json`.
 
-Engine fields of a config (every method config has them; see configs/common.py):
+Every step also folds "is everything finite" into an on-device flag that holds the first non-finite step; the
+flag is read at log and save points only (no host sync per step), so no non-finite state is ever saved and the
+error names the step where it began. SIGTERM or a preemption notice saves the current step and raises
+`Preempted`: the whole run ends there (every stage), and the command exits 0; rerunning it resumes.
+
+Engine fields of a config (every method config has them; see common/train/config.py):
   task ('package.module:Class'), seed, total_steps (or epochs), global_batch_size, grad_accum_steps,
-  mesh.{data, fsdp}, partition_rules, fsdp_min_size, optimizer.*, freeze, init_from.{workdir, step, include},
-  log_every, eval_every, checkpoint_every, keep_checkpoints, best_metric, best_mode, async_checkpoints,
-  profile_steps, eval_split; stages (multi-stage runs, see `run`).
+  mesh.{data, fsdp}, partition_rules, fsdp_min_size, optimizer.*, freeze,
+  init_from.{workdir, step, include, require_complete}, log_every, eval_every, checkpoint_every,
+  keep_checkpoints, best_metric, best_mode, async_checkpoints, profile_steps, eval_split, allow_changes;
+  stages (multi-stage runs, see `run`).
 """
 from __future__ import annotations
 
-import copy
-import importlib
 import logging
 import os
 import queue
 import re
 import signal
 import threading
-from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from common.train import checkpoint as ckpt_lib
+from common.train import config as config_lib
 from common.train import mesh as mesh_lib
 from common.train.task import Task, TrainState
 
 
-def build_task(config: ml_collections.ConfigDict) -> Task:
-  """Imports `config.task` ('package.module:Class') and instantiates it with the config."""
-  module_name, _, cls_name = config.task.partition(":")
-  return getattr(importlib.import_module(module_name), cls_name)(config)
+class Preempted(Exception):
+  """SIGTERM or a preemption notice arrived; the state at `step` is saved and the run (every stage) ends."""
+
+  def __init__(self, workdir: str, step: int):
+    super().__init__(f"{workdir}: preempted at step {step}, which is saved; rerun the same command to resume")
+    self.workdir, self.step = workdir, step
 
 
 class Prefetcher:
@@ -74,7 +82,8 @@ class Prefetcher:
   def __next__(self):
     item = self._queue.get()
     if isinstance(item, BaseException):
-      raise RuntimeError("input pipeline failed") from item
+      item.add_note("(raised in the input pipeline's thread)")
+      raise item  # its own type and message: a DataError names the file
     return item
 
   def close(self, timeout: float = 120.0):
@@ -87,9 +96,10 @@ class Prefetcher:
 
 
 class _StopSignal:
-  """Records SIGTERM (preemption) while training: the loop saves at the current step and exits cleanly.
+  """Records SIGTERM (preemption) while training: the loop saves at the current step and ends the run.
 
-  A context manager: the previous handler is restored when training ends.
+  A context manager: the previous handler is restored when training ends. Multi-process runs leave SIGTERM to
+  JAX's preemption service, which every process agrees on through `reached_preemption`.
   """
 
   def __init__(self):
@@ -97,7 +107,7 @@ class _StopSignal:
     self._previous = None
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
@@ -115,23 +125,22 @@ def _abstract_with(abstract, shardings):
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
 
 
-def _flat(tree) -> dict[str, Any]:
-  flat = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    key = mesh_lib.path_to_str(path)
-    flat[key[:-len("/value")] if key.endswith("/value") else key] = leaf
-  return flat
-
-
 def load_init_from(state: TrainState, cfg, shardings: TrainState) -> TrainState:
   """Copies params and model state (not optimizer state) from another run's checkpoint, by matching paths.
 
-  `cfg.include` (regex) selects target paths to take (RNG stream keys never); every selected path must exist in the source with the
-  same shape, and at least one path must be copied — a stage-2 run silently starting from scratch is an error.
+  The source run must be complete (its `complete.json`; `cfg.require_complete=False` lifts this) and its final
+  checkpoint is used unless `cfg.step` names one. `cfg.include` (regex) selects target paths to take (RNG
+  stream keys never); every selected path must exist in the source with the same shape, and at least one path
+  must be copied: a stage-2 run silently starting from scratch is an error.
   """
-  source = ckpt_lib.Checkpointer(os.path.join(cfg.workdir, "checkpoints"), read_only=True, async_save=False)
-  raw = source.restore_raw(None if cfg.get("step", -1) < 0 else cfg.step)
-  src = _flat({"params": raw["params"], "rest": raw["rest"]})
+  step = None if cfg.get("step", -1) < 0 else cfg.step
+  if cfg.get("require_complete", True):
+    done = ckpt_lib.require_complete(cfg.workdir, "init_from")
+    step = done["step"] if step is None else step
+  with ckpt_lib.Run(cfg.workdir) as source:
+    step = source.latest_step() if step is None else step
+    raw = source.checkpoints.restore_raw(step)
+  src = ckpt_lib.flat_keys({"params": raw["params"], "rest": raw["rest"]})
   include = re.compile(cfg.get("include", ".*"))
   target = {"params": state.params, "rest": state.rest}
   target_sh = {"params": shardings.params, "rest": shardings.rest}
@@ -152,7 +161,7 @@ def load_init_from(state: TrainState, cfg, shardings: TrainState) -> TrainState:
   new = jax.tree_util.tree_map_with_path(take, target, target_sh)
   if not copied:
     raise ValueError(f"init_from {cfg.workdir}: no parameter matched include={cfg.get('include', '.*')!r}")
-  logging.info("init_from %s: copied %d arrays", cfg.workdir, len(copied))
+  logging.info("init_from %s (step %d): copied %d arrays", cfg.workdir, step, len(copied))
   return state.replace(params=new["params"], rest=new["rest"])
 
 
@@ -175,16 +184,26 @@ def evaluate(task: Task, eval_step, state: TrainState, batch_sharding, split: st
   return {k: float(np.asarray(v)) for k, v in total.compute().items()}
 
 
-def _check_finite(step: int, scalars: dict[str, float], ckpt: ckpt_lib.Checkpointer) -> None:
-  bad = {k: v for k, v in scalars.items() if not np.isfinite(v)}
-  if bad:
-    raise FloatingPointError(f"non-finite metrics at step {step}: {bad}; nothing after the last checkpoint "
-                             f"(step {ckpt.latest_step()}) was saved")
+def _all_finite(tree) -> jax.Array:
+  """Scalar bool: every floating-point leaf of `tree` is finite (one fused reduction per leaf)."""
+  leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)
+            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.stack(leaves).all() if leaves else jnp.bool_(True)
+
+
+def _tracking_first_non_finite(train_step):
+  """`train_step` that also carries `first_bad`: the first step (1-based) after which the loss, a metric or any
+  part of the state was non-finite, or -1. It stays on device; the loop reads it only where it syncs anyway."""
+  def step(state: TrainState, batch, first_bad: jax.Array):
+    new, metrics = train_step(state, batch)
+    ok = _all_finite((metrics, new.params, new.rest, new.opt_state))
+    return new, metrics, jnp.where((first_bad < 0) & ~ok, new.step, first_bad)
+  return step
 
 
 def sharded_setup(config: ml_collections.ConfigDict):
   """(task, mesh, batch sharding, abstract state, state shardings) for `config` on this process's devices."""
-  task = build_task(config)
+  task = config_lib.build_task(config)
   mesh = mesh_lib.make_mesh(**config.mesh)
   logging.info("mesh %s over %d devices (%s)", dict(mesh.shape), mesh.size, jax.devices()[0].device_kind)
   abstract = jax.eval_shape(task.init, task.key(config.seed))
@@ -195,51 +214,64 @@ def sharded_setup(config: ml_collections.ConfigDict):
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
                         split: str | None = None) -> dict[str, float]:
-  """Evaluates `workdir`'s checkpoint (default: latest) on the mesh `config.mesh` describes, whatever mesh
-  it was trained on."""
+  """Evaluates `workdir`'s checkpoint (default: the newest readable) on the mesh `config.mesh` describes, whatever
+  mesh it was trained on."""
   task, mesh, batch_sh, abstract, state_sh = sharded_setup(config)
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
-  with jax.set_mesh(mesh):
-    restored, _ = ckpt.restore(_abstract_with(abstract, state_sh), step, with_data=False)
-    ckpt.close()
+  with ckpt_lib.Run(workdir) as run_dir, jax.set_mesh(mesh):
+    restored, _, _ = run_dir.restore(_abstract_with(abstract, state_sh), step)
     eval_step = jax.jit(task.eval_step, in_shardings=(state_sh, batch_sh))
     return evaluate(task, eval_step, TrainState(**restored), batch_sh, split or config.eval_split)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains `config.task` in `workdir` (resuming if it holds a checkpoint); returns the last eval metrics."""
+  """Trains `config.task` in `workdir` (resuming from its checkpoint); returns the final eval metrics.
+
+  Raises `Preempted` after saving when SIGTERM or a preemption notice arrives, `FloatingPointError` naming
+  the first non-finite step, `checkpoint.CheckpointError` when a save fails, `RunError` when the run directory
+  is held by another process or its stored config differs in a way that forbids resuming.
+  """
   from common.train import writers  # imports TensorFlow for clu's writers: only the loop needs it
 
-  os.makedirs(workdir, exist_ok=True)
   task, mesh, batch_sh, abstract, state_sh = sharded_setup(config)
+  task.input_pipeline(config.eval_split, process_index=jax.process_index(), process_count=jax.process_count())
+  resolved = task.resolved_config()
   repl = mesh_lib.replicated(mesh)
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints,
-                               best_metric=config.get("best_metric", ""), best_mode=config.get("best_mode", "max"),
-                               save_every=config.checkpoint_every, async_save=config.get("async_checkpoints", True))
-  with _StopSignal() as stop, jax.set_mesh(mesh):
-    rng = task.key(config.seed)
-    start = ckpt.latest_step()
-    data_state = None
-    if start is not None:
-      restored, data_state = ckpt.restore(_abstract_with(abstract, state_sh), start)
+  with ckpt_lib.TrainingRun(workdir, config) as run_dir, _StopSignal() as stop, jax.set_mesh(mesh):
+    restored, data_state, start = run_dir.resume(_abstract_with(abstract, state_sh), resolved)
+    done = run_dir.completion()
+    if done is not None and done["step"] == start == task.total_steps:
+      logging.info("%s is complete (step %d): nothing to do", workdir, start)
+      return done["eval"]
+    if restored is not None:
       state = TrainState(**restored)
       logging.info("resumed from %s at step %d", workdir, start)
     else:
-      start = 0
-      state = jax.jit(task.init, out_shardings=state_sh)(rng)
+      state = jax.jit(task.init, out_shardings=state_sh)(task.key(config.seed))
       if config.get("init_from") and config.init_from.get("workdir"):
         state = load_init_from(state, config.init_from, state_sh)
-
+    run_dir.clear_complete()
+    run_dir.record_start(resolved, start)
     if jax.process_index() == 0:
-      with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-        f.write(task.resolved_config().to_json_best_effort(indent=2))
       writers.truncate_jsonl(os.path.join(workdir, "metrics.jsonl"), start)
     writer = writers.create_writer(workdir)
     _log_parameters(state)
 
-    train_step = jax.jit(task.train_step, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
-                         donate_argnums=0)
+    train_step = jax.jit(_tracking_first_non_finite(task.train_step), in_shardings=(state_sh, batch_sh, repl),
+                         out_shardings=(state_sh, repl, repl), donate_argnums=0)
     eval_step = jax.jit(task.eval_step, in_shardings=(state_sh, batch_sh))
+
+    def run_eval(step: int) -> dict[str, float]:
+      metrics = evaluate(task, eval_step, state, batch_sh, config.eval_split, writer, step)
+      writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
+      writer.flush()
+      run_dir.record_eval(step, {f"eval/{k}": v for k, v in metrics.items()})
+      return metrics
+
+    if start >= task.total_steps:  # trained to the end, stopped before its evaluation finished
+      metrics = run_eval(start)
+      run_dir.mark_complete(start, metrics)
+      return metrics
+
     iterator = iter(task.input_pipeline("train", process_index=jax.process_index(),
                                         process_count=jax.process_count()))
     if data_state is not None:
@@ -247,18 +279,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     batches = Prefetcher(iterator, batch_sh)
     progress = writers.report_progress(task.total_steps, writer, config.log_every)
     profile = _profiler(config, workdir)
-
+    first_bad = jax.device_put(jnp.int32(-1), repl)
     pending: list[dict[str, jax.Array]] = []
     eval_metrics: dict[str, float] = {}
-    step = start
-    if start >= task.total_steps:
-      logging.info("%s is complete (step %d): evaluating only", workdir, start)
-      eval_metrics = evaluate(task, eval_step, state, batch_sh, config.eval_split)
+    step = last_saved = start
     try:
       while step < task.total_steps:
         with progress.timed("data", wait_jax_async_dispatch=False):
           batch, data_state = next(batches)
-        state, metrics = train_step(state, batch)
+        state, metrics, first_bad = train_step(state, batch, first_bad)
         step += 1
         pending.append(metrics)
         if config.get("block_every_step", False):
@@ -266,32 +295,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         profile(step)
         progress(step)
         is_last = step == task.total_steps
-        want_save = ckpt.manager.should_save(step) or stop.received or is_last
+        preempted = stop.received or run_dir.checkpoints.reached_preemption(step)
+        want_save = run_dir.checkpoints.manager.should_save(step) or preempted or is_last
         if step % config.log_every == 0 or want_save:
+          _raise_if_non_finite(int(first_bad), step, last_saved, workdir)
           scalars = {f"train/{k}": float(v) for k, v in _mean(pending).items()}
           pending.clear()
-          _check_finite(step, scalars, ckpt)
           if step % config.log_every == 0 or is_last:
             writer.write_scalars(step, scalars)
+        if want_save and run_dir.save(step, state, data_state, resolved, force=preempted or is_last):
+          last_saved = step
+        if preempted:
+          logging.warning("stopped at step %d after saving it (preemption)", step)
+          raise Preempted(workdir, step)
         if (config.eval_every and step % config.eval_every == 0) or is_last:
           with progress.timed("eval"):
-            eval_metrics = evaluate(task, eval_step, state, batch_sh, config.eval_split, writer, step)
-          writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
-          writer.flush()
-        metrics_for_ckpt = {f"eval/{k}": v for k, v in eval_metrics.items()} if eval_metrics else None
-        if want_save:
-          ckpt.save(step, state, data_state, task.resolved_config(), metrics=metrics_for_ckpt,
-                    force=stop.received or is_last)
-        if stop.received or ckpt.reached_preemption(step):
-          if not want_save:
-            ckpt.save(step, state, data_state, task.resolved_config(), force=True)
-          logging.warning("stopped at step %d after saving (preemption)", step)
-          break
+            eval_metrics = run_eval(step)
+      run_dir.mark_complete(step, eval_metrics)
     finally:
       batches.close()
-      ckpt.close()
       writer.flush()
   return eval_metrics
+
+
+def _raise_if_non_finite(first_bad: int, step: int, last_saved: int, workdir: str) -> None:
+  if first_bad >= 0:
+    raise FloatingPointError(
+        f"{workdir}: non-finite loss, metrics or state from step {first_bad} on (noticed at step {step}); "
+        f"nothing after step {last_saved} was saved. Lower the learning rate or check the data of step {first_bad}, "
+        "then rerun to resume from that checkpoint")
 
 
 def _mean(metrics: list[dict[str, jax.Array]]) -> dict[str, np.ndarray]:
@@ -304,7 +336,7 @@ def _log_parameters(state: TrainState) -> None:
   from clu import parameter_overview
   for name, params in state.params.items():
     logging.info("model %s parameters:", name)
-    parameter_overview.log_parameter_overview(_flat(params), include_stats=False, jax_logging_process=0)
+    parameter_overview.log_parameter_overview(ckpt_lib.flat_keys(params), include_stats=False, jax_logging_process=0)
 
 
 def _profiler(config, workdir: str):
@@ -317,37 +349,13 @@ def _profiler(config, workdir: str):
                                   num_profile_steps=n)
 
 
-def stage_configs(config: ml_collections.ConfigDict, workdir: str) -> list[tuple[str, ml_collections.ConfigDict, str]]:
-  """[(stage name, config, workdir)] of a run: one stage, or one per entry of `config.run_stages`.
-
-  A multi-stage config holds `stages.<name>` override blocks (merged over the base config) and
-  `run_stages` ('stage1,stage2'); each stage runs in `workdir/<name>`. A stage's `init_from_stage: <name>`
-  makes it initialise from that stage's final checkpoint (`init_from.workdir`), the two-stage recipe.
-  """
-  names = [n for n in str(config.get("run_stages", "")).split(",") if n]
-  if not names:
-    return [("", config, workdir)]
-  runs = []
-  for name in names:
-    if name not in config.stages:
-      raise ValueError(f"run_stages names {name!r}, but config.stages has only {list(config.stages)}")
-    stage = copy.deepcopy(config)
-    with stage.unlocked():
-      overrides = stage.stages[name]
-      del stage["stages"]
-      stage.run_stages = ""
-      source = overrides.get("init_from_stage", "")
-      stage.update(ml_collections.ConfigDict({k: v for k, v in overrides.items() if k != "init_from_stage"}))
-      if source:
-        stage.init_from.workdir = os.path.join(workdir, source)
-    runs.append((name, stage, os.path.join(workdir, name) if name else workdir))
-  return runs
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Runs every stage of `config` in order (a finished stage is skipped); returns the last eval metrics."""
+  """Runs every stage of `config` in order (a complete stage is skipped); returns the last eval metrics.
+
+  A stage starts only once the stage before it is complete; `Preempted` from any stage ends the whole run.
+  """
   metrics = {}
-  for name, stage, stage_dir in stage_configs(config, workdir):
+  for name, stage, stage_dir in config_lib.stage_configs(config, workdir):
     if name:
       logging.info("stage %s -> %s", name, stage_dir)
     metrics = train_and_evaluate(stage, stage_dir)

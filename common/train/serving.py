@@ -37,24 +37,11 @@ def load_export(export_dir: str) -> Served:
 
 
 def load_workdir(workdir: str, step: int | None = None) -> Served:
-  """The task's `predict` on a run's checkpoint (default: the latest), on one local device."""
+  """The task's `predict` on a run's checkpoint (default: the newest readable), on one local device."""
   from common.train import checkpoint as ckpt_lib
-  from common.train import loop
-  from common.train.task import TrainState
 
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
-  try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"{workdir}: no checkpoint under checkpoints/")
-    task = loop.build_task(ckpt.restore_config(step))
-    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one),
-                            jax.eval_shape(task.init, task.key(0)))
-    restored, _ = ckpt.restore(abstract, step, with_data=False)
-  finally:
-    ckpt.close()
-  state = TrainState(**restored)
+  with ckpt_lib.Run(workdir) as run_dir:
+    task, state, _ = run_dir.load(step)
   apply = jax.jit(lambda state, inputs: task.predict(task.models(state), inputs))
   spec = task.export_spec()
   return Served(lambda inputs: apply(state, inputs), spec["inputs"], spec["outputs"], workdir,

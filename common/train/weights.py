@@ -1,8 +1,8 @@
 """Imported weights -> a run directory: converted (e.g. official PyTorch) weights saved as step 0 of a run.
 
-The written `WORKDIR/checkpoints/0` holds the task's train state with the module's weights, which the engine reads
-as `config.init_from.workdir` (fine-tuning), `loop.evaluate_checkpoint` evaluates as is, and
-`common.train.export` exports.
+The written `WORKDIR/checkpoints/0` holds the task's train state with the module's weights, and `complete.json`
+marks the run finished: the engine reads it as `config.init_from.workdir` (fine-tuning), `loop.evaluate_checkpoint`
+evaluates it as is, and `common.train.export` exports it.
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ def final_stage_config(config: ml_collections.ConfigDict) -> ml_collections.Conf
   anything, recorded as finished (no steps left, no per-epoch schedule), so that building its task to
   evaluate or export it never has to count the training set's epochs.
   """
-  from common.train import loop
+  from common.train import config as config_lib
 
-  _, stage, _ = loop.stage_configs(config, "")[-1]
+  _, stage, _ = config_lib.stage_configs(config, "")[-1]
   stage = ml_collections.ConfigDict(stage.to_dict())
   stage.init_from.workdir = ""
   stage.epochs = 0
@@ -47,10 +47,10 @@ def to_workdir(module: nnx.Module, config: ml_collections.ConfigDict, workdir: s
   checkpoints.
   """
   from common.train import checkpoint as ckpt_lib
-  from common.train import loop
+  from common.train import config as config_lib
 
   config = final_stage_config(config)
-  task = loop.build_task(config)
+  task = config_lib.build_task(config)
   _, params, batch_stats, _ = nnx.split(module, nnx.Param, nnx.BatchStat, ...)
 
   def converted_state(params, batch_stats, rng):
@@ -79,4 +79,5 @@ def to_workdir(module: nnx.Module, config: ml_collections.ConfigDict, workdir: s
     ckpt.save(0, state, None, config, force=True)
   finally:
     ckpt.close()
+  ckpt_lib.write_completion(workdir, 0, {})  # a finished run: stage 2 and fine-tuning may start from it
   return directory
