@@ -130,4 +130,5 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", "", "Output directory (default WORKDIR/robustness).")
   flags.DEFINE_string("ops", ",".join(DEFAULT_OPS), "Perturbations to sweep.")
   flags.DEFINE_string("sets", "", "Test sets (default: the config's data.test_sets).")
-  app.run(main)
+  from common.train import tool
+  tool.run_tool(main, lambda: os.path.join(flags.FLAGS.workdir, "logs") if flags.FLAGS.workdir else None)

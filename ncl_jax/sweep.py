@@ -101,4 +101,5 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "Sweep directory (one run per entry, and the table).", required=True)
   flags.DEFINE_string("only", "", "Comma-separated entry names to run (default: all).")
   flags.DEFINE_multi_string("set", [], "Base-config overrides key=python_literal, e.g. total_steps=100.")
-  app.run(main)
+  from common.train import tool
+  tool.run_tool(main, lambda: os.path.join(flags.FLAGS.workdir, "logs") if flags.FLAGS.workdir else None)

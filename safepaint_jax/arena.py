@@ -211,7 +211,7 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
 
   flags.DEFINE_string("inpainter", None, "SafePaint export or run directory.", required=True)
   flags.DEFINE_multi_string("detector", [], "name=path[@imagenet|unit|255]: an export or run directory.")
@@ -221,4 +221,5 @@ if __name__ == "__main__":
   flags.DEFINE_integer("mask_threshold", 0, "Resized mask > this (0-255) is a hole: 0 official, 127 as the demo "
                        "config (keeps hole ratios on 256 -> 64).")
   flags.DEFINE_string("out", None, "Output folder (arena.md, arena.csv, arena.png).", required=True)
-  app.run(main)
+  from common.train import tool
+  tool.run_tool(main)

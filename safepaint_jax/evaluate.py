@@ -65,9 +65,10 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
 
   flags.DEFINE_string("workdir", None, "SafePaint run directory.", required=True)
   flags.DEFINE_integer("step", -1, "Checkpoint step (-1: latest).")
   flags.DEFINE_string("out", "", "Markdown table path (default WORKDIR/quality.md).")
-  app.run(main)
+  from common.train import tool
+  tool.run_tool(main, lambda: os.path.join(flags.FLAGS.workdir, "logs") if flags.FLAGS.workdir else None)

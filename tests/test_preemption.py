@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from common.train import config as config_lib
-from common.train import loop, workdir_lock
+from common.train import errors, loop
 from tests.test_engine import REPO, _logged_steps, _tail, _wait_for, cli, config, saved_params, spawn
 
 STEPS = ["--config.total_steps=12", "--config.step_delay=0.02"]
@@ -37,7 +37,7 @@ def test_sigterm_in_either_stage_ends_the_run_and_reruns_finish_it_exactly(tmp_p
   assert "preempted at step" in _tail(proc)
   assert not os.path.exists(stage2) and not _complete(stage1)
   _, stage2_config, _ = config_lib.stage_configs(two_stage(), workdir)[1]
-  with pytest.raises(workdir_lock.RunError, match="init_from .*stage1: that run is not complete \\(its latest "
+  with pytest.raises(errors.RunError, match="init_from .*stage1: that run is not complete \\(its latest "
                                                   "checkpoint is step \\d+, and no complete.json"):
     loop.train_and_evaluate(stage2_config, str(tmp_path / "stage2_alone"))
 

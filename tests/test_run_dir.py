@@ -16,7 +16,7 @@ import pytest
 
 from common.data import pipeline
 from common.data.readers.media import DataError
-from common.train import checkpoint, loop, workdir_lock
+from common.train import checkpoint, errors, loop, workdir_lock
 from common.train import config as config_lib
 from tests.test_engine import REPO, _checkpoints, cli, config, losses, saved_params
 
@@ -46,7 +46,7 @@ def run_copy(six_steps, tmp_path):
     (dict(width=16), "width", "8 (stored) -> 16 (now)"),
 ])
 def test_rerun_that_changes_data_model_or_optimizer_is_refused(run_copy, change, key, values):
-  with pytest.raises(workdir_lock.RunError) as error:
+  with pytest.raises(errors.RunError) as error:
     loop.train_and_evaluate(config(**{**FAST, "total_steps": 8}, **change), run_copy)
   message = str(error.value)
   assert f"  {key}: {values}" in message
@@ -67,11 +67,11 @@ def test_harmless_changes_are_allowed_logged_and_kept_in_the_history(run_copy, c
 
 
 def test_deliberate_override_and_shorter_run_and_other_task(run_copy):
-  with pytest.raises(workdir_lock.RunError, match="  total_steps: 6 \\(stored\\) -> 4 \\(now\\)"):
+  with pytest.raises(errors.RunError, match="  total_steps: 6 \\(stored\\) -> 4 \\(now\\)"):
     loop.train_and_evaluate(config(**{**FAST, "total_steps": 4}), run_copy)
   loop.train_and_evaluate(config(**{**FAST, "total_steps": 8, "seed": 3, "allow_changes": "seed"}), run_copy)
   assert _checkpoints(run_copy)[-1] == 8
-  with pytest.raises(workdir_lock.RunError, match="holds a run of task 'tests.toy_task:ToyTask' \\(step 8\\); "
+  with pytest.raises(errors.RunError, match="holds a run of task 'tests.toy_task:ToyTask' \\(step 8\\); "
                                                   "this config is task 'tests.toy_task:ToyGanTask'"):
     loop.train_and_evaluate(config(**FAST, task="tests.toy_task:ToyGanTask"), run_copy)
 
@@ -79,7 +79,7 @@ def test_deliberate_override_and_shorter_run_and_other_task(run_copy):
 def test_other_process_count_is_refused(run_copy):
   data_iter = os.path.join(run_copy, "checkpoints", "6", "data_iter")
   os.rename(os.path.join(data_iter, "process_0-of-1.json"), os.path.join(data_iter, "process_0-of-2.json"))
-  with pytest.raises(workdir_lock.RunError, match="  process_count: 2 \\(stored\\) -> 1 \\(now\\)"):
+  with pytest.raises(errors.RunError, match="  process_count: 2 \\(stored\\) -> 1 \\(now\\)"):
     loop.train_and_evaluate(config(**{**FAST, "total_steps": 8}), run_copy)
 
 
@@ -95,7 +95,7 @@ def test_lock_held_by_a_live_process_fails_at_once_naming_it(tmp_path):
     os.makedirs(tmp_path / "run")
     _write_lock(str(tmp_path / "run"), socket.gethostname(), sleeper.pid)
     began = time.time()
-    with pytest.raises(workdir_lock.RunError, match=f"in use by host {socket.gethostname()}, pid {sleeper.pid}, "
+    with pytest.raises(errors.RunError, match=f"in use by host {socket.gethostname()}, pid {sleeper.pid}, "
                                                     "started "):
       loop.train_and_evaluate(config(**FAST), str(tmp_path / "run"))
     assert time.time() - began < 30
@@ -132,7 +132,7 @@ def test_lock_on_another_host_live_heartbeat_refused_stale_taken(tmp_path, monke
   beating = threading.Thread(target=beat)
   beating.start()
   try:
-    with pytest.raises(workdir_lock.RunError, match="in use by host elsewhere, pid 123, .*heartbeat is live"):
+    with pytest.raises(errors.RunError, match="in use by host elsewhere, pid 123, .*heartbeat is live"):
       workdir_lock.WorkdirLock(workdir).acquire()
   finally:
     stop.set()
@@ -153,7 +153,7 @@ def test_second_live_training_process_is_refused(tmp_path):
     while not os.path.exists(os.path.join(workdir, "run.lock")) and time.time() < end:
       assert proc.poll() is None, "training exited early"
       time.sleep(0.2)
-    with pytest.raises(workdir_lock.RunError, match=f"in use by host {socket.gethostname()}, pid {proc.pid}"):
+    with pytest.raises(errors.RunError, match=f"in use by host {socket.gethostname()}, pid {proc.pid}"):
       loop.train_and_evaluate(config(total_steps=400), workdir)
   finally:
     proc.kill()
@@ -190,7 +190,7 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_one_before(run_copy, six
 
 def test_checkpoint_that_does_not_fit_the_model_is_an_error_not_skipped(run_copy):
   c = config(**FAST, width=16, allow_changes="width")
-  with pytest.raises(workdir_lock.RunError, match="checkpoints/6 does not fit this run's model"):
+  with pytest.raises(errors.RunError, match="checkpoints/6 does not fit this run's model"):
     loop.train_and_evaluate(c, run_copy)
   assert _checkpoints(run_copy) == [2, 4, 6] and not os.path.exists(os.path.join(run_copy, "corrupt_checkpoints"))
 
@@ -215,7 +215,7 @@ def test_failed_save_names_step_and_path_and_keeps_earlier_checkpoints(tmp_path,
 
   monkeypatch.setattr(ocp.StandardCheckpointHandler, "async_save", read_only_from_step_4)
   workdir = str(tmp_path / "run")
-  with pytest.raises(checkpoint.CheckpointError) as error:
+  with pytest.raises(errors.CheckpointError) as error:
     loop.train_and_evaluate(config(**FAST), workdir)
   assert str(error.value).startswith(f"{workdir}/checkpoints/4: saving step 4 failed (OSError")
   assert "Read-only file system" in str(error.value) and "intact: steps [2]" in str(error.value)

@@ -90,11 +90,12 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
   from ml_collections import config_flags
 
   flags.DEFINE_string("pth", None, "Official ViLocal checkpoint (e.g. train_VI_OP.pth).", required=True)
   flags.DEFINE_string("out", None, "Run directory to write (checkpoints/0).", required=True)
   config_flags.DEFINE_config_file("config", "configs/vilocal.py:paper", "Config of the run the weights start.",
                                   lock_config=True)
-  app.run(main)
+  from common.train import tool
+  tool.run_tool(main)

@@ -103,9 +103,10 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
 
   flags.DEFINE_string("pth", None, "torchvision vgg16 / vgg19 state_dict (.pth).", required=True)
   flags.DEFINE_enum("arch", "vgg19", sorted(BLOCK_DEPTHS), "Which VGG.")
   flags.DEFINE_string("out", None, "Output .npz (torch-free loading).", required=True)
-  app.run(main)
+  from common.train import tool
+  tool.run_tool(main)

@@ -38,14 +38,11 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from common.train import config as config_lib
 from common.train import provenance
-from common.train.workdir_lock import RunError, WorkdirLock
+from common.train.errors import CheckpointError, RunError
+from common.train.workdir_lock import WorkdirLock
 
 COMPLETE = "complete.json"
 EVAL_METRICS = "eval_metrics.json"
-
-
-class CheckpointError(RunError):
-  """A checkpoint could not be written; the message names the step and the path."""
 
 
 class IteratorState:

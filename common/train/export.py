@@ -107,9 +107,10 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
   flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/.", required=True)
   flags.DEFINE_string("out", None, "Export directory to write.", required=True)
   flags.DEFINE_integer("step", -1, "Checkpoint step (default: latest).")
   flags.DEFINE_string("platforms", "cpu,cuda,tpu", "Comma-separated lowering platforms.")
-  app.run(main)
+  from common.train import tool
+  tool.run_tool(main, lambda: os.path.join(flags.FLAGS.workdir, "logs") if flags.FLAGS.workdir else None)

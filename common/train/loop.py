@@ -35,15 +35,8 @@ import numpy as np
 from common.train import checkpoint as ckpt_lib
 from common.train import config as config_lib
 from common.train import mesh as mesh_lib
+from common.train.errors import Preempted
 from common.train.task import Task, TrainState
-
-
-class Preempted(Exception):
-  """SIGTERM or a preemption notice arrived; the state at `step` is saved and the run (every stage) ends."""
-
-  def __init__(self, workdir: str, step: int):
-    super().__init__(f"{workdir}: preempted at step {step}, which is saved; rerun the same command to resume")
-    self.workdir, self.step = workdir, step
 
 
 class Prefetcher:
@@ -227,7 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains `config.task` in `workdir` (resuming from its checkpoint); returns the final eval metrics.
 
   Raises `Preempted` after saving when SIGTERM or a preemption notice arrives, `FloatingPointError` naming
-  the first non-finite step, `checkpoint.CheckpointError` when a save fails, `RunError` when the run directory
+  the first non-finite step, `errors.CheckpointError` when a save fails, `RunError` when the run directory
   is held by another process or its stored config differs in a way that forbids resuming.
   """
   from common.train import writers  # imports TensorFlow for clu's writers: only the loop needs it

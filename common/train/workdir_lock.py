@@ -21,14 +21,11 @@ import socket
 import threading
 import time
 
+from common.train.errors import RunError
+
 HEARTBEAT_S = 10.0
 STALE_S = 60.0
 LOCK_NAME = "run.lock"
-
-
-class RunError(RuntimeError):
-  """A run directory cannot be used as asked (held by another process, config changed, incomplete source
-  stage, no restorable checkpoint). The message says what to do."""
 
 
 def _read(path: str) -> dict | None:
