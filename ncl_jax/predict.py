@@ -3,9 +3,10 @@
   python -m ncl_jax.predict --export=EXPORT_DIR --input=IMAGE_OR_FOLDER --out=DIR
   python -m ncl_jax.predict --workdir=RUN_DIR --input=... --out=DIR      (a run's latest checkpoint)
 
-Each image is read as RGB, resized to the model's input size (the export manifest's `image: [S, S, 3]`; Pillow
-bilinear, as the notebook's PIL resize), scaled to [0, 1] and ImageNet-normalised. Output in DIR, at each image's
-own resolution (the probability map is resized bilinearly), named after the input's stem:
+Each image is read as RGB (`media.read_image`: EXIF orientation applied, as in training), resized to the model's
+input size (the export manifest's `image: [S, S, 3]`; Pillow bilinear, as the notebook's PIL resize), scaled to
+[0, 1] and ImageNet-normalised. Output in DIR, at each image's own resolution (the probability map is resized
+bilinearly), named after the input's stem:
   <stem>_mask.png     0/255 mask: tampered probability > --threshold (0.5 = the notebook's 2-class argmax);
   <stem>_overlay.png  the probability as a JET heatmap blended over the image.
 """
@@ -15,11 +16,10 @@ import os
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from common import visualize
 from common.data import transforms
-from common.data.readers.media import IMAGE_EXTENSIONS
+from common.data.readers.media import IMAGE_EXTENSIONS, read_image
 from common.train import serving
 from ncl_jax.task import IMAGENET_MEAN, IMAGENET_STD
 
@@ -43,14 +43,6 @@ def list_images(path: str) -> list[str]:
   return [os.path.join(path, n) for n in names]
 
 
-def read_rgb(path: str) -> np.ndarray:
-  try:
-    with Image.open(path) as image:
-      return np.asarray(image.convert("RGB"))
-  except OSError as e:
-    raise ValueError(f"{path}: cannot read the image: {e}") from e
-
-
 def predict_images(served: serving.Served, path: str, out_dir: str, *, threshold: float = 0.5,
                    alpha: float = 0.5) -> list[str]:
   """Writes <stem>_mask.png and <stem>_overlay.png for every image of `path`; returns the mask paths."""
@@ -58,7 +50,7 @@ def predict_images(served: serving.Served, path: str, out_dir: str, *, threshold
   os.makedirs(out_dir, exist_ok=True)
   written = []
   for image_path in list_images(path):
-    image = read_rgb(image_path)
+    image = read_image(image_path)
     x = (transforms.resize_image(image, size, size).astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
     probs = np.asarray(served.fn({"image": x[None]})["probs"][0], np.float32)
     probs = cv2.resize(probs, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)

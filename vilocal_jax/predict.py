@@ -3,8 +3,9 @@
   python -m vilocal_jax.predict --export=EXPORT_DIR --input=VIDEO_OR_FRAME_FOLDER --out=DIR
   python -m vilocal_jax.predict --workdir=RUN_DIR --input=... --out=DIR      (a run's latest checkpoint)
 
-Input: a video file (anything OpenCV reads) or a folder of frame images, taken in file-name order with digit
-runs compared as numbers (`f2.png` before `f10.png`; the official `inference.py` does not sort at all).
+Input: a video file (anything OpenCV reads) or a folder of frame images (`media.read_image`, EXIF orientation
+applied, as in training), taken in file-name order with digit runs compared as numbers (`f2.png` before
+`f10.png`; the official `inference.py` does not sort at all); the frames of a folder must share one size.
 Each frame is resized to the model's input size (the export manifest's `frames: [T, H, W, 3]`; Pillow
 bilinear, as the official ToTensor pipeline) and scaled to [0, 1]. ViLocal predicts the middle frame of a
 T-frame clip, so a window of T frames slides over the video, one step per frame: frame i is predicted from
@@ -29,11 +30,10 @@ import re
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from common import visualize
 from common.data import transforms
-from common.data.readers.media import IMAGE_EXTENSIONS
+from common.data.readers.media import IMAGE_EXTENSIONS, DataError, read_image
 from common.train import serving
 
 FOLDER_FPS = 25.0
@@ -71,14 +71,13 @@ def _folder_frames(folder: str, names: list[str]) -> Iterator[np.ndarray]:
   for name in names:
     path = os.path.join(folder, name)
     try:
-      with Image.open(path) as image:
-        frame = np.asarray(image.convert("RGB"))
-    except OSError as e:
-      raise ValueError(f"{path}: cannot read the frame image: {e}") from e
+      frame = read_image(path)
+    except DataError as e:
+      raise DataError(path, f"cannot read the frame image: {e.problem}") from None
     if size is None:
       size = frame.shape
     elif frame.shape != size:
-      raise ValueError(f"{path}: frame of size {frame.shape[:2]}, but the folder's first frame is {size[:2]}")
+      raise DataError(path, f"frame of size {frame.shape[:2]}, but the folder's first frame is {size[:2]}")
     yield frame
 
 

@@ -14,20 +14,18 @@ import cv2
 import numpy as np
 
 from common.data import face_detection, transforms
-from common.data.readers.media import IMAGE_EXTENSIONS
+from common.data.readers.media import IMAGE_EXTENSIONS, read_image
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
 
 
 def read_frames(path: str) -> list[np.ndarray]:
-  """uint8 RGB frames [H, W, 3] of an image file or a video file (anything OpenCV reads)."""
+  """uint8 RGB frames [H, W, 3] of an image file (`media.read_image`: EXIF orientation applied, as the readers
+  do) or a video file (anything OpenCV reads)."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: no such image or video file")
   if path.lower().endswith(IMAGE_EXTENSIONS):
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-      raise ValueError(f"{path}: OpenCV cannot read this image")
-    return [cv2.cvtColor(image, cv2.COLOR_BGR2RGB)]
+    return [read_image(path)]
   capture, frames = cv2.VideoCapture(path), []
   try:
     ok, frame = capture.read()

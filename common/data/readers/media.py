@@ -1,9 +1,31 @@
-"""Robust decoding of images, masks and videos, with errors that name the file and the problem.
+"""Decoding of images, masks and videos: one rule per input kind, errors that name the file and the problem.
 
-Every failure raises `DataError` (a `ValueError`) whose message starts with the offending path. Images are
-decoded with Pillow, which refuses truncated files (OpenCV's decoders return a partially grey image with only a
-warning); videos with OpenCV's FFmpeg backend, frame by frame, so a file that ends early is reported instead of
+Every failure raises `DataError` (a `ValueError`) whose message starts with the offending path. Images and masks
+are decoded with Pillow, which refuses truncated files (OpenCV's decoders return a partially grey image with only
+a warning); videos with OpenCV's FFmpeg backend, frame by frame, so a file that ends early is reported instead of
 yielding fewer frames.
+
+Rules, one per input kind:
+  * Orientation. Images and masks are turned upright by their EXIF orientation (as `cv2.imread` and photo viewers
+    do), both the same way, so a mask drawn on the displayed photo lines up; `image_size` reads the orientation
+    from the header too, so header checks compare the sizes the readers return.
+  * Images (`read_image`) -> uint8 [H, W, 3] RGB: palette, grey and alpha images are converted to RGB (alpha
+    dropped, not composited); 16-bit grey is taken by its high byte (as Pillow reads 16-bit RGB).
+  * Masks (`read_mask`) -> uint8 {0, 1} [H, W], 1 = foreground (manipulated / object / hole), decided per file:
+    - palette images (DAVIS / YouTube-VOS annotations): 1 where the palette index is not 0, whatever the
+      colours; transparency ignored. Index 0 must be black and no other index in use may be: otherwise (e.g.
+      an optimised palette with white at index 0) ids cannot tell background from object, a DataError;
+    - any other image: a pixel's level is the maximum over its colour channels (any channel counts, alpha is
+      ignored: grey+alpha and RGBA masks read as grey and RGB), on the file's full scale S (1 bilevel, 255 8-bit,
+      65535 16-bit). If some pixel is above half scale (level > S // 2: 127 for 8-bit, 32767 for 16-bit, i.e.
+      > 127 once 16-bit is scaled to 8-bit), the file is a binary or anti-aliased grey mask (0/255, grey edges,
+      JPEG, 16-bit 0/65535, coloured): 1 where level > S // 2. Otherwise, if some pixel is 0, it is a label map
+      (0/1, or object ids >= 2): 1 where level != 0 (all zero: an empty mask). Otherwise every pixel lies in
+      1..S // 2 (e.g. all ones: a 0/1 map all foreground, or a 0/255 map nearly black): a DataError.
+      A label map with ids above S // 2 (over 127 objects in 8 bits) reads as a grey mask.
+    IMDL-BenCo reads ground truths as RGB with the channel mean > 127.5: the same masks on its benchmarks' grey
+    0/255 ground truths, but it zeroes 0/1 maps and drops pure red / green / blue pixels; the suite does not.
+  * Mask videos (`read_mask_video_frames`, FF++'s lossy masks) -> uint8 {0, 1} [N, H, W]: channel mean > 127.
 """
 from __future__ import annotations
 
@@ -15,7 +37,8 @@ from typing import Iterable, NamedTuple, Sequence
 
 import cv2
 import numpy as np
-from PIL import Image
+from absl import logging
+from PIL import ExifTags, Image, ImageOps
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
@@ -53,6 +76,13 @@ class ErrorPolicy:
     if (error.path, error.problem) not in self.skipped:
       self.skipped.append((error.path, error.problem))
 
+  def report(self, reader) -> None:
+    """Logs (absl) how many bad files `reader` skipped, naming the first few; nothing with on_error='raise'."""
+    if self.on_error == "skip":
+      named = "".join(f"\n  {path}: {problem}" for path, problem in self.skipped[:10])
+      logging.log(logging.WARNING if self.skipped else logging.INFO, "%s: %d bad files skipped (on_error='skip')%s",
+                  reader, len(self.skipped), named + ("\n  ..." if len(self.skipped) > 10 else ""))
+
 
 def list_files(folder, extensions: Sequence[str], *, what: str) -> list[str]:
   """Sorted file names in `folder` with one of `extensions` (case-insensitive); DataError if none or absent."""
@@ -75,56 +105,70 @@ def _read_bytes(path) -> bytes:
 
 
 def _open_image(path) -> Image.Image:
+  """The decoded image of a file, turned by its EXIF orientation."""
   data = _read_bytes(path)
   if not data:
     raise DataError(path, "empty file")
   try:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise DataError(path, f"cannot decode image ({e})") from None
-  return image
+    with Image.open(io.BytesIO(data)) as image:
+      return ImageOps.exif_transpose(image)  # decodes (a copy when upright)
+  except MemoryError:
+    raise
+  except Exception as e:  # noqa: BLE001 -- any decoder failure is a bad file (Pillow raises many types)
+    raise DataError(path, f"cannot decode image ({type(e).__name__}: {e})") from None
 
 
 def read_image(path) -> np.ndarray:
-  """uint8 [H, W, 3] RGB pixels of an image file (palette, gray and alpha images converted to RGB)."""
-  return np.array(_open_image(path).convert("RGB"))  # a writable copy (np.asarray of a PIL image is read-only)
+  """uint8 [H, W, 3] RGB pixels of an image file (see the module docstring)."""
+  image = _open_image(path)
+  if image.mode.startswith("I;16"):
+    return np.repeat((np.asarray(image) >> 8).astype(np.uint8)[..., None], 3, axis=-1)
+  return np.array(image.convert("RGB"))  # a writable copy (np.asarray of a PIL image is read-only)
 
 
 def image_size(path) -> tuple[int, int]:
-  """(height, width) from the image header, without decoding the pixels."""
+  """(height, width) of an image as `read_image` returns it (EXIF orientation applied), from the header only."""
   try:
     with Image.open(path) as image:
       width, height = image.size
+      # The base class reads the header's EXIF / XMP only (PNG's own getexif decodes the pixels first).
+      orientation = Image.Image.getexif(image).get(ExifTags.Base.Orientation, 1)
   except FileNotFoundError:
     raise DataError(path, "file not found") from None
-  except (OSError, SyntaxError, ValueError) as e:
-    raise DataError(path, f"cannot read image header ({e})") from None
-  return height, width
+  except Exception as e:  # noqa: BLE001
+    raise DataError(path, f"cannot read image header ({type(e).__name__}: {e})") from None
+  return (width, height) if orientation in (5, 6, 7, 8) else (height, width)  # 5-8 turn by a quarter
 
 
-def read_mask(path, rule: str = "object") -> np.ndarray:
-  """uint8 {0, 1} [H, W] mask from an image file.
+_FULL_SCALE = {"1": 1, "L": 255, "LA": 255, "RGB": 255, "RGBA": 255, "RGBX": 255,
+               "I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535}
 
-  Rules:
-    'object' (segmentation annotations, DAVIS / YouTube-VOS): a palette PNG is 1 where its palette index is
-      nonzero (any object); any other image is 1 where its level (the maximum over color channels, so that
-      colored object masks count) is > 127, except 0/1 label maps (maximum 1), which are taken as they are.
-    'benco' (IMDL-BenCo's ground truths): the image as RGB, 1 where the mean over the channels is > 127.5.
-  """
+
+def read_mask(path) -> np.ndarray:
+  """uint8 {0, 1} [H, W] mask of an image file, by the mask rule of the module docstring."""
   image = _open_image(path)
-  if rule == "benco":
-    return (np.asarray(image.convert("RGB"), np.float32).mean(axis=-1) > 127.5).astype(np.uint8)
-  if rule != "object":
-    raise ValueError(f"unknown mask rule {rule!r}")
-  if image.mode == "P":
-    return (np.asarray(image) != 0).astype(np.uint8)
-  values = np.asarray(image)
-  if values.ndim == 3:
-    values = values[..., :3].max(axis=-1)
-  if values.max(initial=0) <= 1:
-    return (values > 0).astype(np.uint8)
-  return (values > 127).astype(np.uint8)
+  if image.mode in ("P", "PA"):
+    ids = np.asarray(image)
+    ids = ids[..., 0] if ids.ndim == 3 else ids
+    palette = np.asarray(image.getpalette("RGB") or [], np.uint8).reshape(-1, 3)
+    for i in np.flatnonzero(np.bincount(ids.ravel())):  # the indices in use
+      if i < len(palette) and (i == 0) != (not palette[i].any()):
+        raise DataError(path, f"palette mask: index {i} in use is {'not ' if i == 0 else ''}black "
+                              f"{tuple(palette[i].tolist())}: ids cannot tell background (0, black) from objects")
+    return (ids != 0).astype(np.uint8)
+  scale = _FULL_SCALE.get(image.mode)
+  if scale is None:
+    raise DataError(path, f"unsupported mask pixel format {image.mode!r} (expected palette, bilevel, grey, RGB, "
+                          "with or without alpha, 8 or 16 bits)")
+  levels = np.asarray(image)
+  if levels.ndim == 3:
+    levels = levels[..., [i for i, band in enumerate(image.getbands()) if band not in ("A", "X")]].max(axis=-1)
+  half = scale // 2
+  grey = levels.max() > half
+  if not grey and levels.min() > 0:
+    raise DataError(path, f"ambiguous mask: its values lie in {levels.min()}..{levels.max()} of {scale}, no pixel "
+                          "is 0 or above half scale (a 0/1 map all foreground, or a nearly black grey mask?)")
+  return (levels > (half if grey else 0)).astype(np.uint8)
 
 
 def check_same_size(image_path, mask_path, image_hw: tuple[int, int], mask_hw: tuple[int, int]) -> None:
@@ -246,6 +290,6 @@ def read_video_frames(path, indices: Iterable[int]) -> np.ndarray:
 
 
 def read_mask_video_frames(path, indices: Iterable[int], threshold: int = 127) -> np.ndarray:
-  """uint8 {0, 1} [N, H, W] masks from a mask video (e.g. FF++'s): gray level > threshold."""
+  """uint8 {0, 1} [N, H, W] masks from a mask video (e.g. FF++'s): channel mean > threshold."""
   frames = read_video_frames(path, indices)
   return (frames.astype(np.float32).mean(axis=-1) > threshold).astype(np.uint8)
