@@ -7,24 +7,29 @@ Layout (as the official download script writes it, spec msccnet_delocate.md §3)
   split JSON: [[a, b], ...] id pairs; the fake videos of a pair are a_b and b_a, the real ones a and b.
 
 Per fake video, `frames_per_video` frames are sampled at floor(linspace(0, n - 1, N)) (n the number of frames
-of the shorter of the fake and its real target; MSCCNet's lists use N = 20). The face is located in the **real**
-target video (a pluggable `FaceBoxProvider`: scikit-image's LBP cascade with tracking and a cache by default,
-or precomputed boxes), enlarged to a square of `crop_scale` (1.3, as the FF++ baselines) times its size, and
-the real and the fake frames are cropped with that same box, so the crops are pixel-aligned. Fake crops get
-label 1 and a mask from the method's mask video (gray > 127) or, where there is none (or
-`mask_source='ssim'`), MSCCNet's SSIM-difference annotation of the fake crop against the real crop
-(`common.data.face_annotation`; a frame where it finds no contour gets an all-zero mask). Real crops get label 0
-and an all-zero mask; by default one real crop is listed after each fake crop (the same frame of the target
-video), as MSCCNet's loader does, which balances real and fake 1:1 (`real_per_method=False` lists each real
-frame once instead, at the real video's own sampled frames).
+of the shorter of the fake and its real target; MSCCNet's lists use N = 20; a mask video shorter than its fake is a
+DataError, not a silent cut of the frames past its end). The face is located in the **real** target video (a
+pluggable `FaceBoxProvider`: scikit-image's LBP cascade with tracking and a cache by default, or precomputed
+boxes), enlarged to a square of `crop_scale` (1.3, as the FF++ baselines) times its size, and the real and the
+fake frames are cropped with that same box, so the crops are pixel-aligned. Fake crops get label 1 and a mask
+from the method's mask video (gray > 127) or, where there is none (or `mask_source='ssim'`), MSCCNet's
+SSIM-difference annotation of the fake crop against the real crop (`common.data.face_annotation`; a frame where
+it finds no contour gets an all-zero mask). A fake frame may have an empty mask (a frame the manipulation left
+alone), but a fake video whose every sampled frame's mask is empty is a DataError naming the mask video (or, for
+SSIM masks, the fake): it would train as fake without a fake pixel. Real crops get label 0 and an all-zero mask;
+by default one real crop is listed after each fake crop (the same frame of the target video), as MSCCNet's
+loader does, which balances real and fake 1:1 (`real_per_method=False` lists each real frame once instead, at
+the real video's own sampled frames).
 
 Records: {'image': uint8 [h, h, 3], 'mask': uint8 {0,1} [h, h], 'label': int, 'id': str}; the crop side varies
 per video (resizing is a transform's job).
 
 Every video is probed when the index is built (frame count; with verify='decode', every frame decoded, which
-catches truncated files), sizes of fake, real and mask videos are compared, and faces are located, so that
-`on_error='skip'` decides which videos to drop before `__len__` is known. Probes and detections are cached as
-small JSON files under `cache_dir`, so a second construction over the same files is fast.
+catches truncated files, and each fake video's masks checked not to be all empty), sizes of fake, real and mask
+videos are compared, and faces are located, so that `on_error='skip'` decides which videos to drop before
+`__len__` is known. Problems found later, when a record is read (a frame that no longer decodes, or decodes to
+another size than probed, empty masks with verify='header'), raise DataError naming the video. Probes and
+detections are cached as small JSON files under `cache_dir`, so a second construction over the same files is fast.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ import hashlib
 import json
 import os
 import re
-from typing import NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -42,7 +47,6 @@ from common.data.readers.media import (VIDEO_EXTENSIONS, DataError, ErrorPolicy,
                                        read_mask_video_frames, read_video_frames)
 
 METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter")
-MASK_THRESHOLD = 127
 
 
 def default_cache_dir(root: str) -> str:
@@ -130,7 +134,10 @@ class FaceForensicsReader:
         cache_dir=os.path.join(self.cache_dir, "faces"))
     self._policy = ErrorPolicy(on_error)
     self._probes: dict[str, VideoInfo] = {}
+    self._fakes: dict[str, list[_Item]] = {}  # fake video -> its items
+    self._has_mask: set[str] = set()  # fake videos seen with a non-empty mask
     self._items = self._build_index(include_real, real_per_method)
+    self._policy.report(self)
 
   @property
   def skipped(self) -> list[tuple[str, str]]:
@@ -229,16 +236,22 @@ class FaceForensicsReader:
               if mask_info[1:] != fake_info[1:]:
                 raise DataError(mask_video, f"mask video is {mask_info.height}x{mask_info.width} but its fake "
                                             f"video {fake} is {fake_info.height}x{fake_info.width}")
-              num_frames = min(num_frames, mask_info.num_frames)
+              if mask_info.num_frames < fake_info.num_frames:
+                raise DataError(mask_video, f"mask video has {mask_info.num_frames} frames but its fake video "
+                                            f"{fake} has {fake_info.num_frames}")
           indices = sample_frame_indices(num_frames, self.frames_per_video)
           _, boxes = real_boxes(target, indices)
+          fake_items = [_Item(fake, i, boxes[i], 1, mask_video, None if mask_video else real) for i in indices]
+          if self.verify == "decode":
+            self._check_has_mask(fake_items)
         except DataError as e:
           self._policy.handle(e)
           continue
-        for i in indices:
-          items.append(_Item(fake, i, boxes[i], 1, mask_video, None if mask_video else real))
+        self._fakes[fake] = fake_items
+        for item in fake_items:
+          items.append(item)
           if include_real and real_per_method:
-            items.append(_Item(real, i, boxes[i], 0, None, None))
+            items.append(_Item(real, item.frame, item.box, 0, None, None))
 
     if include_real and not real_per_method:
       for target in sorted({t for t, _ in fakes}):
@@ -267,14 +280,38 @@ class FaceForensicsReader:
 
   def __getitem__(self, index: int) -> dict:
     item = self._items[index]
-    x0, y0, x1, y1 = item.box
-    crop = read_video_frames(item.video, [item.frame])[0, y0:y1, x0:x1]
-    if item.mask_video is not None:
-      mask = read_mask_video_frames(item.mask_video, [item.frame], MASK_THRESHOLD)[0, y0:y1, x0:x1]
-    elif item.real_video is not None:
-      real_crop = read_video_frames(item.real_video, [item.frame])[0, y0:y1, x0:x1]
-      mask = face_annotation.ssim_difference_mask(real_crop, crop)
-    else:
-      mask = np.zeros(crop.shape[:2], np.uint8)
-    return {"image": np.ascontiguousarray(crop), "mask": np.ascontiguousarray(mask), "label": item.label,
+    crop = self._crop(item.video, item)
+    mask = self._mask(item, crop)
+    if item.label == 1 and not mask.any() and item.video not in self._has_mask:
+      self._check_has_mask(self._fakes[item.video])
+    return {"image": crop, "mask": mask, "label": item.label,
             "id": f"{os.path.relpath(item.video, self.root)}#frame{item.frame}"}
+
+  def _crop(self, path: str, item: _Item, read: Callable = read_video_frames) -> np.ndarray:
+    """`read(path, [frame])`'s frame of `item` (checked to have the size the index probed), cropped to its box."""
+    frame = read(path, [item.frame])[0]
+    info = self._probes[path]
+    if frame.shape[:2] != (info.height, info.width):
+      raise DataError(path, f"frame {item.frame} decodes to {frame.shape[0]}x{frame.shape[1]} but the video was "
+                            f"indexed as {info.height}x{info.width}")
+    x0, y0, x1, y1 = item.box
+    return np.ascontiguousarray(frame[y0:y1, x0:x1])
+
+  def _mask(self, item: _Item, crop: Optional[np.ndarray] = None) -> np.ndarray:
+    """uint8 {0,1} [h, h] mask of `item`, whose image crop is `crop` (read here when needed and not given)."""
+    if item.mask_video is not None:
+      return self._crop(item.mask_video, item, read_mask_video_frames)
+    if item.real_video is not None:
+      crop = self._crop(item.video, item) if crop is None else crop
+      return face_annotation.ssim_difference_mask(self._crop(item.real_video, item), crop)
+    x0, y0, x1, y1 = item.box
+    return np.zeros((y1 - y0, x1 - x0), np.uint8)
+
+  def _check_has_mask(self, fakes: list[_Item]) -> None:
+    """DataError naming the mask video (else the fake) when the mask of every item of one fake video is empty."""
+    if not any(self._mask(item).any() for item in fakes):
+      source = fakes[0].mask_video or fakes[0].video
+      how = "" if fakes[0].mask_video else f" (SSIM annotation against {fakes[0].real_video})"
+      raise DataError(source, f"every mask of the {len(fakes)} sampled frames of this fake video (label 1) is "
+                              f"empty (all zero){how}")
+    self._has_mask.add(fakes[0].video)

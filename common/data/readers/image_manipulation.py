@@ -11,11 +11,15 @@ listings as IMDL-BenCo's ManiDataset does (`pairing='sorted'`; the listings must
 JSON format (IMDL-BenCo's JsonDataset): `[[image_path, mask_path_or_"Negative"], ...]`; "Negative" marks an
 authentic image. Relative paths are resolved against the JSON file's folder.
 
-Masks become binary as BenCo does: the mask as RGB, mean over the channels > 127.5.
+Masks become binary by `media.read_mask`'s rule (0/255, 0/1, grey, 16-bit, palette, RGB, ...; IMDL-BenCo's own
+rule, RGB mean > 127.5, gives the same masks on the benchmarks' grey 0/255 ground truths). A tampered image whose
+mask decodes to all zeros is a DataError naming the mask (it would train as label 1 with no forged pixel and
+make every pixel metric NaN).
 
 Records: {'image': uint8 [H, W, 3], 'mask': uint8 {0,1} [H, W], 'label': int, 'id': str}.
 The index checks existence and (with verify='header' or 'decode') image/mask sizes in `__init__`, so
-`on_error='skip'` drops bad pairs before `__len__` is fixed.
+`on_error='skip'` drops bad pairs before `__len__` is fixed; verify='decode' also decodes every file there (and
+finds empty masks). Problems found later, when a record is read, raise DataError naming the file.
 """
 from __future__ import annotations
 
@@ -80,6 +84,7 @@ class ImageManipulationReader:
     if not self._pairs:
       raise DataError(self.root or self.json_path, "no usable image" +
                       (f" ({len(self.skipped)} skipped)" if self.skipped else ""))
+    self._policy.report(self)
 
   @property
   def skipped(self) -> list[tuple[str, str]]:
@@ -148,7 +153,7 @@ class ImageManipulationReader:
       return
     if self.verify == "decode":
       image_hw = read_image(pair.image).shape[:2]
-      mask_hw = read_mask(pair.mask, "benco").shape if pair.mask is not None else image_hw
+      mask_hw = self._mask(pair).shape if pair.mask is not None else image_hw
     else:
       image_hw = image_size(pair.image)
       mask_hw = image_size(pair.mask) if pair.mask is not None else image_hw
@@ -169,7 +174,14 @@ class ImageManipulationReader:
     if pair.mask is None:
       mask = np.zeros(image.shape[:2], np.uint8)
     else:
-      mask = read_mask(pair.mask, "benco")
+      mask = self._mask(pair)
       check_same_size(pair.image, pair.mask, image.shape[:2], mask.shape)
     base = self.root if self.root is not None else os.path.dirname(os.path.abspath(self.json_path))
     return {"image": image, "mask": mask, "label": int(pair.mask is not None), "id": os.path.relpath(pair.image, base)}
+
+  @staticmethod
+  def _mask(pair: _Pair) -> np.ndarray:
+    mask = read_mask(pair.mask)
+    if not mask.any():
+      raise DataError(pair.mask, f"the mask of the tampered image {pair.image} (label 1) is empty (all zero)")
+    return mask

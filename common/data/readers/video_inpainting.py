@@ -2,7 +2,8 @@
 
 Layout (sub-folder names configurable; DAVIS has `JPEGImages/480p/<video>` and `Annotations/480p/<video>`):
   <root>/JPEGImages/<video>/<frame>.jpg|png            pristine frames
-  <root>/Annotations/<video>/<frame>.png                per-frame object masks (0/255 gray or DAVIS palette PNG)
+  <root>/Annotations/<video>/<frame>.png                per-frame object masks (`media.read_mask`'s rule: 0/255
+                                                        grey, DAVIS palette PNG, 0/1 or id maps, ...)
   <root>/Inpainted/<method>/<video>/<frame>.png|jpg     the frames with the masked objects inpainted by <method>
   <root>/ImageSets/{train,val,test}.txt                 one video name per line
 
@@ -10,13 +11,16 @@ Each record is a clip of `clip_length` frames, `frame_step` apart, starting ever
 (ViLocal: 5 consecutive frames predicting the mask of the middle one). Inpainted clips have label 1 and the mask
 of the target (middle) frame, or the masks of all frames with `target='all'`; pristine clips (a switch) have
 label 0 and all-zero masks. Frames of a video are ordered by file name; inpainted frames are paired with masks by
-file stem.
+file stem. An inpainted clip whose every mask frame (of all T frames, whatever `target`) is empty is a DataError
+naming its middle mask: an object may leave some frames of a clip, but a clip without any is mislabelled or its
+masks are misread. Frames (and masks) of one video must share one size (DataError naming the odd frame).
 
 Records: {'frames': uint8 [T, H, W, 3], 'mask': uint8 {0,1} [H, W] (or [T, H, W]), 'label': int, 'id': str}.
 
 The index is built and checked in `__init__` (missing or empty folders, frames without masks, mask sizes
 differing from their frames, videos too short for a clip), so `on_error='skip'` drops bad videos before
-`__len__` is fixed; with verify='decode' every file is fully decoded at that point too.
+`__len__` is fixed; with verify='decode' every file is fully decoded at that point too (and clips without any
+mask are found then). Problems found later, when a record is read, raise DataError naming the file.
 """
 from __future__ import annotations
 
@@ -66,7 +70,6 @@ class VideoInpaintingReader:
     include_pristine: also list clips of the pristine frames (label 0).
     frames_dir, masks_dir, inpainted_dir: sub-folders of root.
     split_file: split file path relative to root, with a `{split}` field.
-    mask_rule: how mask images become binary (`media.read_mask`).
     verify: 'header' (check sizes from file headers), 'decode' (decode every file) or 'none'.
     on_error: 'raise' on the first bad video, or 'skip' bad videos and record them in `skipped`.
   """
@@ -75,8 +78,8 @@ class VideoInpaintingReader:
                methods: Optional[Sequence[str]] = None, clip_length: int = 5, clip_stride: int = 1,
                frame_step: int = 1, target: str = "middle", include_pristine: bool = False,
                frames_dir: str = "JPEGImages", masks_dir: str = "Annotations", inpainted_dir: str = "Inpainted",
-               split_file: str = os.path.join("ImageSets", "{split}.txt"), mask_rule: str = "object",
-               verify: str = "header", on_error: str = "raise"):
+               split_file: str = os.path.join("ImageSets", "{split}.txt"), verify: str = "header",
+               on_error: str = "raise"):
     if target not in ("middle", "all"):
       raise ValueError(f"target must be 'middle' or 'all', got {target!r}")
     if verify not in ("none", "header", "decode"):
@@ -90,7 +93,6 @@ class VideoInpaintingReader:
     self.frame_step = frame_step
     self.target = target
     self.frames_dir, self.masks_dir, self.inpainted_dir = frames_dir, masks_dir, inpainted_dir
-    self.mask_rule = mask_rule
     self.verify = verify
     self._policy = ErrorPolicy(on_error)
     if not os.path.isdir(self.root):
@@ -117,6 +119,7 @@ class VideoInpaintingReader:
     if not self._clips:
       raise DataError(self.root, f"no clip in split {split!r}" +
                       (f" ({len(self.skipped)} videos skipped)" if self.skipped else ""))
+    self._policy.report(self)
 
   @property
   def skipped(self) -> list[tuple[str, str]]:
@@ -127,6 +130,12 @@ class VideoInpaintingReader:
   @property
   def _span(self) -> int:
     return (self.clip_length - 1) * self.frame_step + 1
+
+  def _starts(self, video: _Video) -> range:
+    return range(0, len(video.frames) - self._span + 1, self.clip_stride)
+
+  def _positions(self, start: int) -> range:
+    return range(start, start + self._span, self.frame_step)
 
   def _add(self, make_video) -> None:
     try:
@@ -140,7 +149,7 @@ class VideoInpaintingReader:
       return
     index = len(self._videos)
     self._videos.append(video)
-    self._clips.extend((index, start) for start in range(0, len(video.frames) - self._span + 1, self.clip_stride))
+    self._clips.extend((index, start) for start in self._starts(video))
 
   def _frame_folder(self, folder: str, video: str) -> tuple[str, list[str]]:
     if not os.path.isdir(folder):
@@ -172,19 +181,20 @@ class VideoInpaintingReader:
   def _check(self, video: _Video) -> None:
     if self.verify == "none":
       return
-    if self.verify == "decode":
-      size = lambda path: read_image(path).shape[:2]
-      mask_size = lambda path: read_mask(path, self.mask_rule).shape
-    else:
-      size = mask_size = image_size
-    first = size(video.frames[0])
+    decode = self.verify == "decode"
+    first, has_object = None, []
     for k, frame in enumerate(video.frames):
-      hw = first if k == 0 else size(frame)
-      if hw != first:
-        raise DataError(frame, f"frame is {hw[0]}x{hw[1]} but the first frame of its video "
-                               f"{video.frames[0]} is {first[0]}x{first[1]}")
+      hw = read_image(frame).shape[:2] if decode else image_size(frame)
+      first = hw if k == 0 else first
+      _check_frame_size(video, k, hw, 0, first)
       if video.masks is not None:
-        check_same_size(frame, video.masks[k], hw, mask_size(video.masks[k]))
+        mask = read_mask(video.masks[k]) if decode else None
+        check_same_size(frame, video.masks[k], hw, mask.shape if decode else image_size(video.masks[k]))
+        has_object.append(decode and mask.any())
+    if decode and video.masks is not None:
+      for start in self._starts(video):
+        if not any(has_object[p] for p in self._positions(start)):
+          raise self._empty_clip(video, start)
 
   # ------------------------------------------------------------------------------------------ records
   def __len__(self) -> int:
@@ -198,23 +208,38 @@ class VideoInpaintingReader:
   def __getitem__(self, index: int) -> dict:
     video_index, start = self._clips[index]
     video = self._videos[video_index]
-    positions = range(start, start + self._span, self.frame_step)
-    frames = np.stack([read_image(video.frames[p]) for p in positions])
-    height, width = frames.shape[1:3]
+    positions = self._positions(start)
+    frames = [read_image(video.frames[p]) for p in positions]
     for p, frame in zip(positions, frames):
-      if frame.shape[:2] != (height, width):
-        raise DataError(video.frames[p], f"frame is {frame.shape[0]}x{frame.shape[1]}, the clip's first frame "
-                                         f"is {height}x{width}")
+      _check_frame_size(video, p, frame.shape[:2], positions[0], frames[0].shape[:2])
+    frames = np.stack(frames)
+    height, width = frames.shape[1:3]
     mask_positions = list(positions) if self.target == "all" else [positions[self.clip_length // 2]]
     if video.masks is None:
       masks = np.zeros((len(mask_positions), height, width), np.uint8)
     else:
       masks = np.stack([self._mask(video, p, (height, width)) for p in mask_positions])
+      if not masks.any() and not any(self._mask(video, p, (height, width)).any()
+                                     for p in positions if p not in mask_positions):
+        raise self._empty_clip(video, start)
     names = [os.path.basename(video.frames[p]) for p in (positions[0], positions[-1])]
     return {"frames": frames, "mask": masks if self.target == "all" else masks[0], "label": video.label,
             "id": f"{video.name}/{names[0]}..{names[1]}"}
 
   def _mask(self, video: _Video, position: int, frame_hw: tuple[int, int]) -> np.ndarray:
-    mask = read_mask(video.masks[position], self.mask_rule)
+    mask = read_mask(video.masks[position])
     check_same_size(video.frames[position], video.masks[position], frame_hw, mask.shape)
     return mask
+
+  def _empty_clip(self, video: _Video, start: int) -> DataError:
+    positions = self._positions(start)
+    names = [os.path.basename(video.masks[p]) for p in (positions[0], positions[-1])]
+    return DataError(video.masks[positions[len(positions) // 2]],
+                     f"every mask of the inpainted clip {names[0]}..{names[1]} (label 1) is empty (all zero)")
+
+
+def _check_frame_size(video: _Video, k: int, hw: tuple[int, int], first: int, first_hw: tuple[int, int]) -> None:
+  """DataError naming frame k of `video` when its (height, width) `hw` differs from frame `first`'s."""
+  if tuple(hw) != tuple(first_hw):
+    raise DataError(video.frames[k], f"frame is {hw[0]}x{hw[1]} but frame {video.frames[first]} of the same video "
+                                     f"is {first_hw[0]}x{first_hw[1]} (height x width)")
