@@ -39,6 +39,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       compression="c40", frames_per_video=20, crop_scale=1.3,
       mask_source="ssim",      # MSCCNet's SSIM re-annotation for every method
       face_boxes="",           # JSON of precomputed boxes {video: {frame: box}}; "" = LBP cascade detection
+      verify="decode",         # index-time checks: 'header' (frame counts) or 'decode' (every frame, empty masks)
+      on_error="raise",        # a bad video: 'raise', or 'skip' it when indexing (counted in the log)
       size=512,                # square input (the official val/test resize; train crops 512)
       flip=True,
       augment=True,            # the official rescale / crop / photometric / pad pipeline; False: resize + flip

@@ -50,6 +50,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       crop=0,          # training random crop (native resolution) after resizing; 0: none
       perturbation={},  # evaluation only: a ForensicAugment config (ncl_jax.robustness sets it)
       export_size=0,   # input size of exports / predict.py; 0: `size`
+      verify="header",  # index-time checks: 'none', 'header' (sizes) or 'decode' (every file, empty masks)
+      on_error="raise",  # a bad image / mask pair: 'raise', or 'skip' it when indexing (counted in the log)
       hflip=True, worker_count=0, read_threads=4))
   c.eval_split = "casia1"
   c.global_batch_size = 8

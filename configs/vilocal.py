@@ -39,6 +39,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       height=240, width=432,  # every clip is resized to this (the official loader); eval runs at this size
       train_crop=(),          # (h, w): training clips are random crops of that size after the resize; () = none
       train_flip=False,       # random horizontal flips in training (the official code has none)
+      verify="header",        # index-time checks: 'none', 'header' (sizes) or 'decode' (every file, empty masks)
+      on_error="raise",       # a bad video: 'raise', or 'skip' it when indexing (counted in the log)
       worker_count=0, read_threads=4))
   c.global_batch_size = 2  # the official batch
   c.eval_split = "test"

@@ -287,12 +287,14 @@ class DelocateTask(Task):
       raise ValueError(f"data.methods {train} and data.cross_methods {cross} overlap")
     return train, cross
 
-  def _reader(self, split: str, methods, real_per_method: bool) -> FaceForensicsReader:
+  @functools.cache  # one index per split: `input_pipeline` builds it (and raises DataError) when called
+  def _reader(self, split: str, methods: tuple[str, ...], real_per_method: bool) -> FaceForensicsReader:
     d, root = self.config.data, self._root()
     boxes = face_detection.PrecomputedFaceBoxes(os.path.join(root, d.face_boxes)) if d.face_boxes else None
     return FaceForensicsReader(root, split, methods=methods, compression=d.compression,
                                frames_per_video=d.frames_per_video, crop_scale=d.crop_scale, face_boxes=boxes,
-                               mask_source=d.mask_source, real_per_method=real_per_method)
+                               mask_source=d.mask_source, real_per_method=real_per_method, verify=d.verify,
+                               on_error=d.on_error)
 
   def _source(self, split: str):
     train, cross = self.methods()

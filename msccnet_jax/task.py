@@ -15,6 +15,7 @@ image score = softmax(image logits)[fake]):
   Pixels are scored at the model's input size (the official test upsamples to each crop's own size).
 """
 
+import functools
 import os
 
 import flax
@@ -60,6 +61,7 @@ class MSCCNetTask(Task):
   def _root(self) -> str:
     return self.config.data.root or os.path.join(demo.ensure_demo_corpus(), "faces")
 
+  @functools.cache  # one index per split: `input_pipeline` builds it (and raises DataError) when called
   def _reader(self, split: str) -> FaceForensicsReader:
     d, root = self.config.data, self._root()
     methods = tuple(d.methods) or tuple(sorted(os.listdir(os.path.join(root, "manipulated_sequences"))))
@@ -69,7 +71,8 @@ class MSCCNetTask(Task):
     split_name = d.train_split if split == "train" else split
     return FaceForensicsReader(root, split_name, methods=methods, compression=d.compression,
                                frames_per_video=d.frames_per_video, crop_scale=d.crop_scale, face_boxes=boxes,
-                               mask_source=d.mask_source, real_per_method=split == "train")
+                               mask_source=d.mask_source, real_per_method=split == "train", verify=d.verify,
+                               on_error=d.on_error)
 
   def steps_per_epoch(self) -> int:
     return max(len(self._reader("train")) // self.config.global_batch_size, 1)

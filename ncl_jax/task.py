@@ -54,30 +54,29 @@ def tampered_probability(logits: jax.Array) -> jax.Array:
   return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., 1]
 
 
-def split_source(config, split: str) -> ImageManipulationReader:
-  """The reader of `config.data.sets[split]` (a JSON pair list or a Tp/Gt folder; "" = the demo corpus)."""
-  sets = config.data.sets
-  if split not in sets:
-    raise ValueError(f"split {split!r} is not in config.data.sets {sorted(sets)}")
-  path = sets[split]
-  if not path:
-    if split not in ("train", "test"):
-      raise ValueError(f"config.data.sets.{split} is empty: set it to the IMDL-BenCo JSON or Tp/Gt folder of "
-                       f"{split}")
-    path = os.path.join(demo.ensure_demo_corpus(), "image_manipulation", f"{split}.json")
-  if path.endswith(".json"):
-    return ImageManipulationReader(json_path=path)
-  return ImageManipulationReader(path)
-
-
 class NCLTask(Task):
 
   def build_models(self, rngs):
     return {"model": model_lib.NCLNet(**self.config.model, dtype=self.dtype, rngs=rngs)}
 
   # ------------------------------------------------------------------ data
+  @functools.cache  # one index per split: `input_pipeline` builds it (and raises DataError) when called
+  def _reader(self, split: str) -> ImageManipulationReader:
+    """The reader of `data.sets[split]` (a JSON pair list or a Tp/Gt folder; "" = the demo corpus)."""
+    d = self.config.data
+    if split not in d.sets:
+      raise ValueError(f"split {split!r} is not in config.data.sets {sorted(d.sets)}")
+    path = d.sets[split]
+    if not path:
+      if split not in ("train", "test"):
+        raise ValueError(f"config.data.sets.{split} is empty: set it to the IMDL-BenCo JSON or Tp/Gt folder of "
+                         f"{split}")
+      path = os.path.join(demo.ensure_demo_corpus(), "image_manipulation", f"{split}.json")
+    source = dict(json_path=path) if path.endswith(".json") else dict(root=path)
+    return ImageManipulationReader(**source, verify=d.verify, on_error=d.on_error)
+
   def steps_per_epoch(self) -> int:
-    return max(len(split_source(self.config, self.config.data.train_split)) // self.config.global_batch_size, 1)
+    return max(len(self._reader(self.config.data.train_split)) // self.config.global_batch_size, 1)
 
   def eval_transforms(self) -> list:
     """Resize, then `data.perturbation` (a ForensicAugment config; the robustness evaluation sets it)."""
@@ -92,10 +91,10 @@ class NCLTask(Task):
       ops = [transforms.Resize(d.size, d.size)] if d.size else []
       ops += [transforms.RandomCrop(d.crop, d.crop)] if d.crop else []
       ops += [transforms.RandomHorizontalFlip()] if d.hflip else []
-      return pipeline.train_dataset(split_source(c, d.train_split), seed=c.seed, batch_size=batch, transforms=ops,
+      return pipeline.train_dataset(self._reader(d.train_split), seed=c.seed, batch_size=batch, transforms=ops,
                                     process_index=process_index, process_count=process_count,
                                     worker_count=d.worker_count, read_threads=d.read_threads)
-    return pipeline.eval_batches(split_source(c, split), batch_size=batch, transforms=self.eval_transforms(),
+    return pipeline.eval_batches(self._reader(split), batch_size=batch, transforms=self.eval_transforms(),
                                  process_index=process_index, process_count=process_count,
                                  read_threads=d.read_threads)
 

@@ -17,6 +17,8 @@ PSNR of the stage-1 composite C1), overall and per hole-ratio bin (`common.data.
 Inputs: uint8 RGB -> [0, 1] (no normalisation, as the official code); masks uint8 {0, 1}, 1 = hole.
 """
 
+import functools
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -103,6 +105,14 @@ class SafePaintTask(Task):
     return path if path or (kind == "masks" and split == "train" and self.config.data.generate_masks) else (
         data.demo_folder(split, kind))
 
+  @functools.cache  # one index per split: `input_pipeline` builds it (and raises DataError) when called
+  def _source(self, split: str) -> data.ImageSource:
+    """The images of `split`; with their masks (image i, mask i mod #masks) except in training."""
+    d = self.config.data
+    masks = "" if split == "train" else self._folder(split, "masks")
+    return data.ImageSource(self._folder(split, "images"), d.size, masks, d.mask_threshold, verify=d.verify,
+                            on_error=d.on_error)
+
   def input_pipeline(self, split, *, process_index=0, process_count=1):
     c, d = self.config, self.config.data
     batch = c.global_batch_size // process_count
@@ -112,15 +122,13 @@ class SafePaintTask(Task):
                          f"{c.loss.vgg} state_dict with `python -m safepaint_jax.convert --vgg=FILE --out=VGG_RUN` "
                          "and pass --config.init_from.workdir=VGG_RUN (or set loss.perceptual = loss.style = 0)")
       ops = [data.RandomMask(d.size, "" if d.generate_masks else self._folder("train", "masks"),
-                             threshold=d.mask_threshold)]
+                             threshold=d.mask_threshold, verify=d.verify, on_error=d.on_error)]
       ops += [transforms.RandomHorizontalFlip()] if d.hflip else []
-      return pipeline.train_dataset(data.ImageSource(self._folder("train", "images"), d.size), seed=c.seed,
-                                    batch_size=batch, transforms=ops, process_index=process_index,
-                                    process_count=process_count, worker_count=d.worker_count,
-                                    read_threads=d.read_threads)
-    source = data.ImageSource(self._folder(split, "images"), d.size, self._folder(split, "masks"), d.mask_threshold)
-    return pipeline.eval_batches(source, batch_size=batch, process_index=process_index, process_count=process_count,
-                                 read_threads=d.read_threads)
+      return pipeline.train_dataset(self._source(split), seed=c.seed, batch_size=batch, transforms=ops,
+                                    process_index=process_index, process_count=process_count,
+                                    worker_count=d.worker_count, read_threads=d.read_threads)
+    return pipeline.eval_batches(self._source(split), batch_size=batch, process_index=process_index,
+                                 process_count=process_count, read_threads=d.read_threads)
 
   # ------------------------------------------------------------------ losses
   def generator_terms(self, models, images, masks):

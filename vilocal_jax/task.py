@@ -56,11 +56,13 @@ class ViLocalTask(Task):
     return {"model": model_lib.ViLocal(encoder=encoder, dtype=self.dtype, rngs=rngs)}
 
   # ------------------------------------------------------------------ data
+  @functools.cache  # one index per split: `input_pipeline` builds it (and raises DataError) when called
   def _reader(self, split: str) -> VideoInpaintingReader:
     d = self.config.data
     root = d.root or os.path.join(demo.ensure_demo_corpus(), "video_inpainting")
     return VideoInpaintingReader(root, split, methods=tuple(d.methods) or None, clip_length=d.clip_length,
-                                 clip_stride=d.clip_stride if split == "train" else d.eval_clip_stride)
+                                 clip_stride=d.clip_stride if split == "train" else d.eval_clip_stride,
+                                 verify=d.verify, on_error=d.on_error)
 
   def steps_per_epoch(self) -> int:
     return max(len(self._reader("train")) // self.config.global_batch_size, 1)
