@@ -91,7 +91,9 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
+
+  from common.train import tool
 
   serving.define_flags()
   visualize.define_flags()
@@ -100,4 +102,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", None, "Output directory.", required=True)
   flags.DEFINE_enum("aggregation", "mean", ["mean", "max"], "Video score from the frame scores.")
   flags.DEFINE_integer("batch_size", 8, "Crops per forward pass.")
-  app.run(main)
+  tool.run_tool(main)

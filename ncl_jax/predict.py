@@ -72,10 +72,12 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
+
+  from common.train import tool
 
   serving.define_flags()
   visualize.define_flags()
   flags.DEFINE_string("input", None, "Image file or folder of images.", required=True)
   flags.DEFINE_string("out", None, "Output directory.", required=True)
-  app.run(main)
+  tool.run_tool(main)

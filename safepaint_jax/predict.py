@@ -71,10 +71,12 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
+
+  from common.train import tool
 
   serving.define_flags()
   flags.DEFINE_string("image", None, "An image or a folder of images.", required=True)
   flags.DEFINE_string("mask", None, "A mask or a folder of masks (white = hole).", required=True)
   flags.DEFINE_string("out", None, "Output folder.", required=True)
-  app.run(main)
+  tool.run_tool(main)

@@ -183,11 +183,13 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
+
+  from common.train import tool
 
   serving.define_flags()
   visualize.define_flags()
   flags.DEFINE_string("input", None, "Video file or folder of frame images.", required=True)
   flags.DEFINE_string("out", None, "Output directory.", required=True)
   flags.DEFINE_integer("batch_size", 8, "Clips per forward pass.")
-  app.run(main)
+  tool.run_tool(main)
