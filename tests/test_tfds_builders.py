@@ -4,20 +4,19 @@ import pickle
 import subprocess
 import sys
 
+import array_record  # noqa: F401 (install_requires: a missing install must fail, not skip)
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
-tfds = pytest.importorskip("tensorflow_datasets")
-
-from common.data import face_detection, pipeline  # noqa: E402
-from common.data.readers import (DataError, FaceForensicsReader, ImageManipulationReader,  # noqa: E402
-                                 VideoInpaintingReader)
-from common.data.tfds_builders import _base  # noqa: E402
-from common.data.tfds_builders.ffpp_faces import ffpp_faces_dataset_builder  # noqa: E402
-from common.data.tfds_builders.image_manipulation import image_manipulation_dataset_builder  # noqa: E402
-from common.data.tfds_builders.source import TfdsSource  # noqa: E402
-from common.data.tfds_builders.video_inpainting_clips import video_inpainting_clips_dataset_builder  # noqa: E402
-from tests.test_readers import CROP_SCALE, make_ffpp_set, make_image_set, make_inpainting_set  # noqa: E402
+from common.data import face_detection, pipeline
+from common.data.readers import DataError, FaceForensicsReader, ImageManipulationReader, VideoInpaintingReader
+from common.data.tfds_builders import _base
+from common.data.tfds_builders.ffpp_faces import ffpp_faces_dataset_builder
+from common.data.tfds_builders.image_manipulation import image_manipulation_dataset_builder
+from common.data.tfds_builders.source import TfdsSource
+from common.data.tfds_builders.video_inpainting_clips import video_inpainting_clips_dataset_builder
+from tests.test_readers import CROP_SCALE, make_ffpp_set, make_image_set, make_inpainting_set
 
 
 def _build(builder_cls, data_dir, manual_dir, config):
