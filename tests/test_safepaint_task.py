@@ -10,6 +10,7 @@ from PIL import Image
 
 from common.data import masks as mask_lib
 from common.train import loop
+from common.train import config as config_lib
 from configs import safepaint as safepaint_configs
 from safepaint_jax import data
 from common.nn import vgg as vgg_lib
@@ -39,7 +40,8 @@ def saved_state(workdir, step):
   ck = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
   raw = ck.restore_raw(step)
   ck.close()
-  return {k: np.asarray(v) for k, v in loop._flat({n: raw[n] for n in ("params", "rest", "opt_state")}).items()}
+  flat = checkpoint.flat_keys({n: raw[n] for n in ("params", "rest", "opt_state")})
+  return {k: np.asarray(v) for k, v in flat.items()}
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +76,9 @@ def test_sources_crop_resize_and_pair_masks(folders):
 def test_bad_mask_file_names_the_file(folders, tmp_path):
   bad = tmp_path / "bad.png"
   bad.write_bytes(b"not a png")
-  with pytest.raises(Exception, match="bad.png"):
+  with pytest.raises(data.DataError, match=r"bad\.png: cannot read mask \(") as raised:
     data.read_hole_mask(str(bad), 64)
+  assert raised.value.path == str(bad) and raised.value.problem.startswith("cannot read mask")
 
 
 @pytest.mark.slow  # four train-step compiles: ~3 min on 2 busy cores
@@ -83,7 +86,7 @@ def test_combined_pass_feeds_the_adversarial_gradient_into_the_discriminator(fol
   """Same state and batch. Alternating: D's gradient does not depend on the generator's adversarial weight.
   Official combined pass: it does (D also descends 0.1 * BCE(D(O2), real)); with that weight at 0 both modes
   give G the same gradient (L_D has none for G)."""
-  task = loop.build_task(smoke(folders))
+  task = config_lib.build_task(smoke(folders))
   state = task.init(task.key(0))
   batch = next(iter(task.input_pipeline("test")))
   batch = {k: v for k, v in batch.items() if k != "valid"}
@@ -144,7 +147,7 @@ def test_perceptual_and_style_train_with_a_converted_vgg_that_stays_frozen(folde
   c.loss.update(dict(perceptual=0.1, style=250.0, vgg="vgg16",
                      style_layers=("relu2_2", "relu3_3", "relu4_3", "relu5_2")))
   with pytest.raises(ValueError, match="VGG weights"):
-    loop.build_task(c).input_pipeline("train")
+    config_lib.build_task(c).input_pipeline("train")
   vgg_run = str(tmp_path / "vgg")
   module = jit_build(lambda: vgg_lib.VGG("vgg16", rngs=rbg(3)))
   weights.to_workdir(module, c, vgg_run, model_name="vgg")
