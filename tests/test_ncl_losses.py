@@ -80,8 +80,12 @@ def test_pivot_consistent_loss_is_zero_when_branches_agree():
   assert float(losses.pivot_consistency(agree)) == 0.0
   assert float(losses.pivot_consistency(logits)) == 0.0          # a single branch
   differ = jnp.concatenate([logits, -logits], 0)
-  probs = jax.nn.softmax(logits, -1)[..., 1]
-  np.testing.assert_allclose(float(losses.pivot_consistency(differ)),
-                             float(jnp.mean((probs - (1 - probs)) ** 2)), rtol=1e-6)
+  z = np.asarray(logits, np.float64)
+  probs = 1 / (1 + np.exp(z[..., 0] - z[..., 1]))   # softmax tampered probability, numpy
+  np.testing.assert_allclose(float(losses.pivot_consistency(differ)), np.mean((probs - (1 - probs)) ** 2), rtol=1e-5)
+  three = np.random.default_rng(0).normal(size=(3, 1, 4, 4, 2))  # three branches: the mean over the three pairs
+  p = 1 / (1 + np.exp(three[..., 0] - three[..., 1]))
+  expected = np.mean([np.mean((p[a] - p[b]) ** 2) for a, b in ((0, 1), (0, 2), (1, 2))])
+  np.testing.assert_allclose(float(losses.pivot_consistency(jnp.asarray(three, jnp.float32))), expected, rtol=1e-5)
   grad = jax.grad(lambda x: losses.pivot_consistency(x))(differ)
   assert float(jnp.abs(grad).sum()) > 0

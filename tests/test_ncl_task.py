@@ -9,6 +9,7 @@ import pytest
 
 from common.data import demo
 from common.train import loop
+from common.train import config as config_lib
 from configs import ncl as ncl_configs
 from ncl_jax import losses as ncl_losses
 from ncl_jax import model as model_lib
@@ -46,7 +47,7 @@ def test_smoke_trains_on_the_mesh_and_logs_every_term_and_metric(tiny_corpus, tm
 
 def test_contrastive_term_depends_on_the_switch_phase_and_contour_mode(tiny_corpus):
   """Same outputs and mask: the two phases (swapped contour roles) and 'discard' give different terms."""
-  task = loop.build_task(smoke(tiny_corpus))
+  task = config_lib.build_task(smoke(tiny_corpus))
   b, h, w = 2, 16, 16
   key = jax.random.key(0)
   emb = jax.random.normal(key, (2, b, h, w, 16))
