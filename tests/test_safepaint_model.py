@@ -1,12 +1,16 @@
-"""SafePaint components against the official PyTorch outputs (tests/testdata/golden/safepaint_*.npz), the
-converter against the full official key lists, and the full generator / discriminator shapes."""
+"""SafePaint against the official PyTorch outputs (tests/testdata/golden/safepaint_*.npz): components, the whole
+generator (one residual block per stage at 64x64; the official 8 blocks at 256x256, slow) and the discriminator,
+loaded through the converter; the converter against the full official key lists; shapes."""
 import json
 import os
+import re
+import zlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import ml_collections
 from flax import nnx
 
 from common.nn import torch_port
@@ -220,3 +224,147 @@ def test_transposed_conv_matches_the_pytorch_definition():
       full[0, 2 * i:2 * i + 4, 2 * j:2 * j + 4] += np.einsum("c,coab->abo", x[0, i, j], w)
   want = full[:, 1:-1, 1:-1] + bias
   np.testing.assert_allclose(layer(jnp.asarray(x)), want, rtol=1e-5, atol=1e-5)
+
+
+# --- whole-model goldens: official weights drawn by a seeded recipe (not stored: 28.8 M / 2.8 M parameters) ------
+
+
+def recipe_value(key, shape, seed=0):
+  """The goldens' weight recipe (manifest.json `weights`): each entry from its own seeded stream, float64 -> float32."""
+  rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+  name, shape = key.rsplit(".", 1)[-1], tuple(shape)
+  if name == "running_mean":
+    v = rng.standard_normal(shape) * 0.1
+  elif name == "running_var":
+    v = rng.uniform(0.5, 1.5, shape)
+  elif name == "bias":
+    v = rng.standard_normal(shape) * 0.1
+  elif len(shape) == 1:
+    v = rng.uniform(0.5, 1.5, shape)
+  else:
+    v = rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))
+  return v.astype(np.float32)
+
+
+def recipe_state_dict(golden, entries, seed=0):
+  """The state_dict the golden's official model ran with, for these key-list entries; checked against the file's
+  per-key checksums (a changed numpy stream fails here, not as a parity error)."""
+  sd, spectral = {}, []
+  for e in entries:
+    key = e["key"]
+    if e.get("alias_of") or key.endswith(("weight_u", "weight_v")):
+      spectral += [key] if key.endswith("weight_u") and not e.get("alias_of") else []
+    elif e["dtype"] == "int64":
+      sd[key] = np.zeros(e["shape"], np.int64)
+    elif key.endswith("gaussianMask.weight"):
+      sd[key] = golden["param/" + key]
+    else:
+      sd[key] = recipe_value(key, e["shape"], seed)
+  for key in spectral:  # one power iteration from a seeded u: v = W^T u / |.|, u = W v / |.| (float64)
+    base = key[:-len("weight_u")]
+    w = sd[base + "weight_orig"].astype(np.float64)
+    w = w.reshape(w.shape[0], -1)
+    u = np.random.default_rng([seed, zlib.crc32(key.encode())]).standard_normal(w.shape[0])
+    v = w.T @ (u / np.linalg.norm(u))
+    v /= np.linalg.norm(v)
+    u = w @ v
+    sd[key], sd[base + "weight_v"] = (u / np.linalg.norm(u)).astype(np.float32), v.astype(np.float32)
+  for e in entries:
+    if e.get("alias_of"):
+      sd[e["key"]] = sd[e["alias_of"]]
+  keys = [str(k) for k in golden["recipe/keys"]]
+  assert sorted(keys) == sorted(k for k in sd if not k.endswith(("num_batches_tracked", "gaussianMask.weight"))
+                                and not re.match(r"features\.0\.", k))
+  ours = np.array([[sd[k].astype(np.float64).sum(), (sd[k].astype(np.float64) ** 2).sum()] for k in keys])
+  np.testing.assert_allclose(ours, golden["recipe/checksum"], rtol=1e-9, err_msg="weight recipe drifted")
+  return sd
+
+
+def thin_entries():
+  """The official generator's keys with one residual block per stage (`middle.0` only)."""
+  return [e for e in key_list("safepaint_generator_keys.json") if not re.search(r"\.middle\.[1-9]\.", e["key"])]
+
+
+def generator_errors(g, out, sub_and_pool=False):
+  if sub_and_pool:
+    pool = lambda x: x.reshape(x.shape[0], x.shape[1] // 4, 4, x.shape[2] // 4, 4, x.shape[3]).mean((2, 4))
+    images = {f"{name}_{kind}": f(np.asarray(image, np.float64)) for name, image in (("stage1", out.coarse),
+                                                                                    ("stage2", out.refined))
+              for kind, f in (("sub4", lambda x: x[:, 1::4, 2::4]), ("pool4", pool))}
+  else:
+    images = {"stage1": out.coarse, "stage2": out.refined}
+  errors = {name: rel_err(image, g[f"output/{name}"]) for name, image in images.items()}
+  codes = {"bg_code": out.z_background, "real_fg_code": out.z_real, "coarse_fg_code": out.z_coarse,
+           "refine_fg_code": out.z_refined}
+  for name, code in codes.items():
+    theirs = g[f"output/{name}"].reshape(code.shape)
+    errors[name] = float(np.linalg.norm(np.asarray(code) - theirs) / np.linalg.norm(theirs))
+  return errors
+
+
+def test_thin_generator_matches_the_official_forward():
+  """InpaintGenerator with one residual block per stage, at 64x64: coarse and refined images and the four domain
+  codes, against the official CoarseGenerator / FineGenerator / StyleEncoder run through InpaintGenerator.forward."""
+  g = load("safepaint_generator_thin.npz")
+  sd = recipe_state_dict(g, thin_entries())
+  config = ml_collections.ConfigDict({"model": {"residual_blocks": 1}})
+  generator, report = convert.from_torch_state_dict(sd, config)
+  assert not report.missing and not report.unused
+  images, masks = nhwc(g["input/image"]), nhwc(g["input/mask"])
+  with jax.default_matmul_precision("highest"):
+    out = nnx.jit(lambda m, x, k: m(x, k))(eval_view(generator), images, masks)
+  errors = generator_errors(g, out)
+  print("thin generator rel errors", errors)
+  assert all(err < 1e-4 for err in errors.values()), errors
+  np.testing.assert_array_equal(np.asarray(out.composite2)[np.asarray(masks)[..., 0] == 0],
+                                np.asarray(images)[np.asarray(masks)[..., 0] == 0])
+
+
+def test_thin_generator_parity_fails_with_a_wrong_mask_resampling(monkeypatch):
+  """The parity test can fail: RWSA's mask resampled by nearest pick instead of avg_pool + round is far off."""
+  g = load("safepaint_generator_thin.npz")
+  generator, _ = convert.from_torch_state_dict(recipe_state_dict(g, thin_entries()),
+                                               ml_collections.ConfigDict({"model": {"residual_blocks": 1}}))
+  monkeypatch.setattr(model_lib, "resample_mask", lambda m, size: m[:, ::m.shape[1] // size, ::m.shape[1] // size])
+  with jax.default_matmul_precision("highest"):
+    out = nnx.jit(lambda m, x, k: m(x, k))(eval_view(generator), nhwc(g["input/image"]), nhwc(g["input/mask"]))
+  assert generator_errors(g, out)["stage2"] > 1e-3
+
+
+@pytest.mark.slow  # the official size: 28.8 M parameters at 256x256 (26 s on 2 busy CPU cores)
+def test_full_generator_matches_the_official_forward_at_256():
+  g = load("safepaint_generator_full.npz")
+  generator, report = convert.from_torch_state_dict(
+      {"generator": recipe_state_dict(g, key_list("safepaint_generator_keys.json"))})
+  assert not report.missing and not report.unused
+  images = nhwc(g["input/image_uint8"].astype(np.float32) / 255)
+  masks = nhwc(g["input/mask_uint8"].astype(np.float32))
+  with jax.default_matmul_precision("highest"):
+    out = nnx.jit(lambda m, x, k: m(x, k))(eval_view(generator), images, masks)
+  errors = generator_errors(g, out, sub_and_pool=True)
+  print("full generator rel errors", errors)
+  assert all(err < 1e-4 for err in errors.values()), errors
+
+
+def test_discriminator_matches_official():
+  """Discriminator(3) in eval mode (stored u, v): logits, sigmoid probabilities and the conv3 features."""
+  g = load("safepaint_discriminator.npz")
+  disc, report = convert.discriminator_from_torch_state_dict(
+      recipe_state_dict(g, key_list("safepaint_discriminator_keys.json")))
+  assert not report.missing and not report.unused
+
+  def forward(d, x):
+    h = x
+    features = []
+    for layer in (d.conv1, d.conv2, d.conv3, d.conv4):
+      h = nnx.leaky_relu(layer(h), 0.2)
+      features.append(h)
+    return d(x), features[2]
+
+  with jax.default_matmul_precision("highest"):
+    logits, conv3 = nnx.jit(forward)(eval_view(disc), nhwc(g["input/image"]))
+  errors = {"logits": rel_err(logits[..., None], g["output/logits"]),
+            "probs": rel_err(jax.nn.sigmoid(logits)[..., None], g["output/probs"]),
+            "conv3": rel_err(conv3, g["inter/conv3"])}
+  print("discriminator rel errors", errors)
+  assert all(err < 1e-4 for err in errors.values()), errors
