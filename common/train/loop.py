@@ -159,15 +159,16 @@ def load_init_from(state: TrainState, cfg, shardings: TrainState) -> TrainState:
 
 
 def evaluate(task: Task, eval_step, state: TrainState, batch_sharding, split: str,
-             writer=None, step: int = 0) -> dict[str, float]:
+             writer=None, step: int = 0, summaries=None) -> dict[str, float]:
   """Runs `eval_step` over one pass of `split`; returns the computed metrics as floats. With a `writer`, the
-  task's `image_summaries` of the first batch (e.g. prediction heatmaps) are written as images."""
+  `summaries` (the task's jitted `image_summaries`, e.g. prediction heatmaps) of the first batch are written as
+  images."""
   total = None
   batches = task.input_pipeline(split, process_index=jax.process_index(), process_count=jax.process_count())
   for host_batch in batches:
     batch = mesh_lib.global_batch(host_batch, batch_sharding)
-    if writer is not None and total is None:
-      images = task.image_summaries(state, batch)
+    if writer is not None and summaries is not None and total is None:
+      images = summaries(state, batch)
       if images:
         writer.write_images(step, {f"{split}/{k}": np.asarray(v) for k, v in images.items()})
     m = eval_step(state, batch)
@@ -252,9 +253,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     train_step = jax.jit(_tracking_first_non_finite(task.train_step), in_shardings=(state_sh, batch_sh, repl),
                          out_shardings=(state_sh, repl, repl), donate_argnums=0)
     eval_step = jax.jit(task.eval_step, in_shardings=(state_sh, batch_sh))
+    # Jitted: run eagerly, a generator's forward pass compiles op by op (SafePaint's smoke run: 35 s of 106).
+    summaries = jax.jit(task.image_summaries, in_shardings=(state_sh, batch_sh))
 
     def run_eval(step: int) -> dict[str, float]:
-      metrics = evaluate(task, eval_step, state, batch_sh, config.eval_split, writer, step)
+      metrics = evaluate(task, eval_step, state, batch_sh, config.eval_split, writer, step, summaries)
       writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
       writer.flush()
       run_dir.record_eval(step, {f"eval/{k}": v for k, v in metrics.items()})

@@ -105,7 +105,8 @@ class Task(abc.ABC):
     raise NotImplementedError(f"{type(self).__name__} is not exportable: implement export_spec()")
 
   def image_summaries(self, state: TrainState, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    """Images [N, H, W, C] in [0, 1] to log at each evaluation (e.g. prediction heatmaps); none by default."""
+    """Images [N, H, W, C] in [0, 1] to log at each evaluation (e.g. prediction heatmaps); none by default.
+    The loop calls it under `jax.jit` on the first eval batch."""
     del state, batch
     return {}
 
