@@ -6,7 +6,12 @@
 or `ensure_demo_corpus()` from Python, which builds the corpus on first use into
 `<cache root>/demo-v3` (cache root: `$JAX_FORENSICS_CACHE`, else `~/.cache/jax_forensics`) and reuses it.
 A build writes into a temporary sibling folder and renames it into place, so an interrupted build never
-leaves a partial corpus. The same seed gives byte-identical files (OpenCV runs single-threaded meanwhile).
+leaves a partial corpus. The same seed gives byte-identical files (OpenCV runs single-threaded meanwhile) with
+the same library versions, OpenCV's above all: built with opencv-python-headless 4.10.0 instead of 5.1.0, 1,355
+of the 2,447 files 4.10 writes differ, in decoded pixels too (every mp4v face video, most video-inpainting and
+image-manipulation files; the SafePaint images do not), and 4.10's FFmpeg cannot write the 16 FFV1 mask videos.
+The manifest records the versions that built a corpus (`generator_libraries`); `ensure_demo_corpus` warns when
+they are not this environment's (a fresh build here would give other bytes).
 
 Layout of the corpus (details in each part's module):
 
@@ -217,6 +222,11 @@ def ensure_demo_corpus(cache_dir: str | None = None) -> str:
   if manifest.get("version") != VERSION or manifest.get("scale") != "full":
     raise RuntimeError(f"{path}: manifest says version {manifest.get('version')!r}, scale "
                        f"{manifest.get('scale')!r}; expected {VERSION!r}, 'full'")
+  built_with = manifest.get("generator_libraries")
+  if built_with is not None and built_with != _library_versions():
+    logging.warning("%s was built with %s, this environment has %s: a fresh build here may give other bytes "
+                    "and other figures (rebuild with `python -m common.data.demo --out "
+                    "%s --force` to match this environment)", path, built_with, _library_versions(), path)
   return path
 
 
