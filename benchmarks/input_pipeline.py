@@ -21,7 +21,8 @@ import cv2
 import grain
 import numpy as np
 
-from common.data import demo, face_detection, pipeline
+from common.data import demo, pipeline
+from common.data.faces import detection as face_detection
 from common.data.readers import FaceForensicsReader, ImageManipulationReader, VideoInpaintingReader
 
 FAMILIES = ("video_inpainting", "faces", "image_manipulation")

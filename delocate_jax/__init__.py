@@ -11,7 +11,7 @@ Recovering (stage 1, `model.mae`, `masking`, `loss.norm_pix`)
   * MAE ViT-B/16 at 224 (encoder 768x12, decoder 512x8, MLP 4, LayerNorm eps 1e-6, sin-cos positions):
     the standard MAE, the most likely backbone; trained from scratch (no MAE weights are loaded).
   * ROIs `masking`: eyes, nose, mouth, cheeks (6 ellipses) from landmarks when a record has them, else from the
-    aligned 1.3x face-crop geometry (FF++ crops carry no landmarks; `common.data.face_regions`). Each ROI picked
+    aligned 1.3x face-crop geometry (FF++ crops carry no landmarks; `delocate_jax.face_regions`). Each ROI picked
     with `roi_prob` 0.5 (at least one per face), all its tokens masked (`min_coverage` 0: any overlap), then
     random patches up to `mask_ratio` 0.75 (MAE's ratio; a fixed count keeps shapes static).
   * Loss: MSE on the masked patches' pixels, `norm_pix` False: the recovery must be an image (norm-pix

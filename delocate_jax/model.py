@@ -14,8 +14,8 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
-from common.data import face_regions
 from common.nn import layers, vit
+from delocate_jax import face_regions
 
 
 def upsample2x(x: jax.Array) -> jax.Array:

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from common import visualize
-from common.data import face_crops
+from common.data.faces import crops as face_crops
 from common.train import serving
 
 OUTPUTS = {"score", "probs", "recovery"}

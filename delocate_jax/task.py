@@ -39,12 +39,14 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from common import metrics
-from common.data import demo, face_detection, face_regions, pipeline, transforms
+from common.data import demo, pipeline, transforms
+from common.data.faces import detection as face_detection
 from common.data.readers import FaceForensicsReader
 from common.data.readers.media import DataError
 from common.losses import segmentation
 from common.nn import vit
 from common.train.task import Task, eval_view
+from delocate_jax import face_regions
 from delocate_jax import model as model_lib
 
 # MAE's input normalisation: ImageNet mean / std on [0, 1] RGB.

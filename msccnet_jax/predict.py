@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from common import visualize
-from common.data import face_crops
+from common.data.faces import crops as face_crops
 from common.train import serving
 
 

@@ -24,7 +24,8 @@ import jax.numpy as jnp
 from clu import metrics as clu_metrics
 
 from common import metrics
-from common.data import demo, face_detection, pipeline, transforms
+from common.data import demo, pipeline, transforms
+from common.data.faces import detection as face_detection
 from common.data.readers import FaceForensicsReader
 from common.losses import segmentation
 from common.train.task import Task

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.data import face_detection
+from common.data.faces import detection as face_detection
 from common.data.readers import DataError, FaceForensicsReader, ImageManipulationReader, VideoInpaintingReader, media
 from tests.test_readers import ffpp_reader, make_ffpp_set, make_image_set, make_inpainting_set, write_video
 

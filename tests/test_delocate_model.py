@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from common.data import face_regions
 from common.nn import vit
+from delocate_jax import face_regions
 from delocate_jax import model as model_lib
 
 MAE_KW = dict(patch=8, dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2, mlp_ratio=2.0)

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from common.data import demo_faces
+from common.data.demo import faces as demo_faces
 from common.train import config as config_lib, serving
 from configs import delocate as delocate_configs
 from delocate_jax import predict

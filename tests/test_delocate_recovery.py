@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from common.data import face_regions
 from common.nn import vit
+from delocate_jax import face_regions
 from delocate_jax import model as model_lib
 from tests.test_safepaint_model import jit_build, rbg
 

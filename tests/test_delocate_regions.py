@@ -4,7 +4,10 @@ import jax
 import numpy as np
 import pytest
 
-from common.data import demo_faces, face_detection, face_regions, transforms
+from common.data import transforms
+from common.data.demo import faces as demo_faces
+from common.data.faces import detection as face_detection
+from delocate_jax import face_regions
 
 SIZE, PATCH = 64, 8
 

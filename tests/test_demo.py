@@ -10,9 +10,10 @@ import pytest
 import skimage.data
 
 from common.data import demo
-from common.data import demo_faces
-from common.data import demo_images
-from common.data import demo_media
+from common.data.demo import corpus as demo_corpus
+from common.data.demo import faces as demo_faces
+from common.data.demo import images as demo_images
+from common.data.demo import media as demo_media
 from common.data import masks as mask_lib
 
 
@@ -197,7 +198,7 @@ def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
       f.write("half")
     raise KeyboardInterrupt
 
-  monkeypatch.setattr(demo, "_build_parts", broken)
+  monkeypatch.setattr(demo_corpus, "_build_parts", broken)
   with pytest.raises(KeyboardInterrupt):
     demo.build(str(tmp_path / "corpus"), scale="tiny")
   assert os.listdir(tmp_path) == []
@@ -212,7 +213,7 @@ def test_ensure_demo_corpus_builds_once_into_the_cache(tmp_path, monkeypatch):
       f.write("x")
     return {}
 
-  monkeypatch.setattr(demo, "_build_parts", fake_parts)
+  monkeypatch.setattr(demo_corpus, "_build_parts", fake_parts)
   monkeypatch.setenv(demo.CACHE_ENV, str(tmp_path / "env_root"))
   path = demo.ensure_demo_corpus()
   assert path == str(tmp_path / "env_root" / demo.VERSION)
@@ -235,7 +236,7 @@ def test_ensure_demo_corpus_accepts_a_concurrent_build(tmp_path, monkeypatch):
     (final / demo.MANIFEST).write_text(json.dumps({"version": demo.VERSION, "scale": "full", "winner": True}))
     return {}
 
-  monkeypatch.setattr(demo, "_build_parts", racing_parts)
+  monkeypatch.setattr(demo_corpus, "_build_parts", racing_parts)
   assert demo.ensure_demo_corpus(str(tmp_path)) == str(final)
   assert demo.load_manifest(str(final))["winner"]
   assert sorted(os.listdir(tmp_path)) == [demo.VERSION]

@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks import demo_figures
 from common.data import demo
+from common.data.demo import corpus as demo_corpus
 
 
 def _manifest(folder, files, libraries):
@@ -152,9 +153,9 @@ def test_a_cache_built_with_other_libraries_is_named_in_a_warning(tmp_path, monk
       f.write("x")
     return {}
 
-  monkeypatch.setattr(demo, "_build_parts", fake_parts)
+  monkeypatch.setattr(demo_corpus, "_build_parts", fake_parts)
   warnings = []
-  monkeypatch.setattr(demo.logging, "warning", lambda *args: warnings.append(args))
+  monkeypatch.setattr(demo_corpus.logging, "warning", lambda *args: warnings.append(args))
   path = demo.ensure_demo_corpus(str(tmp_path))
   assert demo.ensure_demo_corpus(str(tmp_path)) == path and not warnings
   manifest = demo.load_manifest(path)

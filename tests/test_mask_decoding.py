@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.data import demo, face_crops, face_detection
+from common.data import demo
+from common.data.faces import crops as face_crops
+from common.data.faces import detection as face_detection
 from common.data.readers import DataError, FaceForensicsReader, ImageManipulationReader, VideoInpaintingReader, media
 from safepaint_jax import data as safepaint_data
 from vilocal_jax import predict as vilocal_predict

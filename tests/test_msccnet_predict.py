@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from common.data import demo, face_crops
+from common.data import demo
+from common.data.faces import crops as face_crops
 from common.train import export, serving, weights
 from configs import msccnet as msccnet_configs
 from msccnet_jax import convert, predict

@@ -8,7 +8,7 @@ order), adds its own sin-cos embedding and predicts the `p * p * C` pixels of ev
 
 Masking is data: a boolean `mask` [B, N] (True = masked) with the same number of masked tokens in every row,
 given to `MAE.__call__` with that count as the static `num_masked`, so shapes stay static under `jit`
-(`common.data.face_regions` samples such masks). Linear layers start from N(0, 0.02) with zero bias (timm's ViT
+(`delocate_jax.face_regions` samples such masks). Linear layers start from N(0, 0.02) with zero bias (timm's ViT
 init); MAE's xavier-uniform init is not reproduced (no MAE weights are loaded here).
 """
 from __future__ import annotations

@@ -13,7 +13,7 @@ pluggable `FaceBoxProvider`: scikit-image's LBP cascade with tracking and a cach
 boxes), enlarged to a square of `crop_scale` (1.3, as the FF++ baselines) times its size, and the real and the
 fake frames are cropped with that same box, so the crops are pixel-aligned. Fake crops get label 1 and a mask
 from the method's mask video (gray > 127) or, where there is none (or `mask_source='ssim'`), MSCCNet's
-SSIM-difference annotation of the fake crop against the real crop (`common.data.face_annotation`; a frame where
+SSIM-difference annotation of the fake crop against the real crop (`common.data.faces.annotation`; a frame where
 it finds no contour gets an all-zero mask). A fake frame may have an empty mask (a frame the manipulation left
 alone), but a fake video whose every sampled frame's mask is empty is a DataError naming the mask video (or, for
 SSIM masks, the fake): it would train as fake without a fake pixel. Real crops get label 0 and an all-zero mask;
@@ -41,8 +41,8 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from common.data import face_annotation
-from common.data import face_detection  # module import: face_detection imports readers.media
+from common.data.faces import annotation as face_annotation
+from common.data.faces import detection as face_detection  # module import: it imports readers.media
 from common.data.readers.media import (VIDEO_EXTENSIONS, DataError, ErrorPolicy, VideoInfo, probe_video,
                                        read_mask_video_frames, read_video_frames)
 

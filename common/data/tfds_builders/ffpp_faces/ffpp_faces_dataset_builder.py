@@ -29,7 +29,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     manipulated_sequences/<Method>/masks/videos/<target>_<source>.mp4
   and copy the official split files dataset/splits/{train,val,test}.json of that repository to
   `manual_dir`/splits/. Faces are located with scikit-image's LBP cascade (tracked and cached) unless the config's
-  reader_kwargs give `face_boxes=common.data.face_detection.PrecomputedFaceBoxes(json)`.
+  reader_kwargs give `face_boxes=common.data.faces.detection.PrecomputedFaceBoxes(json)`.
   """
   BUILDER_CONFIGS = [
       ReaderConfig(name="c23_msccnet", description="c23, 20 frames per fake video, all masks from MSCCNet's SSIM "

@@ -16,16 +16,16 @@ they are not this environment's (a fresh build here would give other bytes).
 Layout of the corpus (details in each part's module):
 
   manifest.json                   version, seed, scale, per-part summaries, every file's size and sha256
-  video_inpainting/               DAVIS / YouTube-VOS layout (`demo_video`):
+  video_inpainting/               DAVIS / YouTube-VOS layout (`demo.video`):
       JPEGImages/<video>/00000.jpg, Annotations/<video>/00000.png (0/255),
       Inpainted/{telea,ns}/<video>/00000.png, ImageSets/{train,val,test}.txt
-  image_manipulation/             Tp/Gt/Au folders and IMDL-BenCo JSON lists (`demo_images`):
+  image_manipulation/             Tp/Gt/Au folders and IMDL-BenCo JSON lists (`demo.images`):
       {train,test}/{Tp,Gt,Au}/<name>.png, {train,test}.json (paths relative to image_manipulation/)
-  faces/                          FaceForensics++ layout (`demo_faces`):
+  faces/                          FaceForensics++ layout (`demo.faces`):
       original_sequences/youtube/c23/videos/<id>.mp4,
       manipulated_sequences/{FaceSwap,NeuralTextures}/{c23,masks}/videos/<target>_<source>.mp4,
       splits/{train,val,test}.json, face_boxes.json
-  inpainting/                     SafePaint images and free-form hole masks (`demo_images`):
+  inpainting/                     SafePaint images and free-form hole masks (`demo.images`):
       {train,test}/images/<i>.png, {train,test}/masks/<i>.png (white = hole), {train,test}/hole_ratios.json
 
 Scales: `full` (the demo corpus; a few minutes on two CPU cores) and `tiny` (a few seconds, for tests).
@@ -40,7 +40,6 @@ import importlib.metadata
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 
@@ -48,9 +47,9 @@ from absl import logging
 import cv2
 import numpy as np
 
-from common.data import demo_faces
-from common.data import demo_images
-from common.data import demo_video
+from common.data.demo import faces as demo_faces
+from common.data.demo import images as demo_images
+from common.data.demo import video as demo_video
 
 VERSION = "demo-v3"  # v3: sensor noise in the image-manipulation crops, NeuralTextures stand-in re-rendered at half
 # resolution; v2: video-inpainting blobs of 3-12% of the frame (v1: 2-8%)
@@ -231,7 +230,7 @@ def ensure_demo_corpus(cache_dir: str | None = None) -> str:
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(prog="python -m common.data.demo", description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", help="destination folder (default: the cache, via ensure_demo_corpus)")
   parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
   parser.add_argument("--scale", choices=sorted(SCALES), default="full")
@@ -248,6 +247,3 @@ def main(argv=None) -> None:
   print(f"{args.out}: {manifest['num_files']} files, {manifest['total_bytes'] / 1e6:.1f} MB, "
         f"built in {time.perf_counter() - start:.1f} s")
 
-
-if __name__ == "__main__":
-  main(sys.argv[1:])

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from common.data import demo_media
+from common.data.demo import media as demo_media
 from common.data import masks as mask_lib
 
 _PART_ID = 1

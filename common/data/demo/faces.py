@@ -16,7 +16,7 @@ methods are applied to every ordered pair (target, source) of an official-style 
 The face boxes come from fixed geometry: `FACE_TRACK` holds key frames of a track made offline with
 scikit-image's LBP cascade (upscaled frames, temporal smoothing, checked by eye), linearly interpolated.
 The masks are NOT the generator's paste regions: they are derived from each real/fake frame pair by
-MSCCNet's SSIM-difference annotation (`face_annotation.ssim_difference_mask`), the code used for
+MSCCNet's SSIM-difference annotation (`common.data.faces.annotation.ssim_difference_mask`), the code used for
 FaceForensics++, on the uncompressed frames (as MSCCNet annotated raw frames).
 
 Written under `<out>/faces/`:
@@ -40,8 +40,8 @@ import os
 import cv2
 import numpy as np
 
-from common.data import demo_media
-from common.data.face_annotation import annotate_ssim_difference
+from common.data.demo import media as demo_media
+from common.data.faces.annotation import annotate_ssim_difference
 
 _PART_ID = 3
 SOURCE_VIDEO = "carphone_pristine.mp4"

@@ -44,7 +44,7 @@ import os
 import cv2
 import numpy as np
 
-from common.data import demo_media
+from common.data.demo import media as demo_media
 from common.data import masks as mask_lib
 
 _IMAGE_PART_ID = 2

@@ -13,7 +13,8 @@ import os
 import cv2
 import numpy as np
 
-from common.data import face_detection, transforms
+from common.data import transforms
+from common.data.faces import detection as face_detection
 from common.data.readers.media import IMAGE_EXTENSIONS, read_image
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
