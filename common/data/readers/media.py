@@ -224,28 +224,41 @@ def probe_video(path, verify: str = "decode") -> VideoInfo:
 
 
 class _OpenVideo:
-  """An open capture and the index of the frame its next `grab()` returns."""
+  """An open capture, the index of the frame its next `grab()` returns, and whether it seeks exactly."""
 
-  def __init__(self, path):
+  def __init__(self, path, signature):
+    self.path, self.signature = path, signature
     self.capture = _open_capture(path)
     self.position = 0
+    self.seekable = path not in _inexact_seek
 
 
 _local = threading.local()
 _OPEN_VIDEOS_PER_THREAD = 4
+# A forward gap up to this many frames is decoded rather than sought: a seek lands on the keyframe before the
+# target and decodes from there, so it pays only once the gap exceeds a group of pictures (12 in FFmpeg's default).
+SEEK_MIN_GAP = 12
+_inexact_seek: set[str] = set()  # videos whose container did not land a seek on the requested frame
+_inexact_seek_lock = threading.Lock()
 
 
-def _open_video(path: str, first_index: int) -> _OpenVideo:
-  """A per-thread open capture of `path` positioned at or before `first_index` (LRU of a few videos)."""
+def _open_video(path: str) -> _OpenVideo:
+  """A per-thread open capture of `path` (LRU of a few videos), wherever it was left; reopened if the file was
+  replaced since (its size or modification time changed)."""
   videos = getattr(_local, "videos", None)
   if videos is None:
     videos = _local.videos = collections.OrderedDict()
+  try:
+    stat = os.stat(path)
+  except OSError as e:
+    raise DataError(path, "video file not found" if isinstance(e, FileNotFoundError) else f"cannot stat: {e}") from e
+  signature = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
   video = videos.pop(path, None)
-  if video is not None and video.position > first_index:
+  if video is not None and video.signature != signature:
     video.capture.release()
     video = None
   if video is None:
-    video = _OpenVideo(path)
+    video = _OpenVideo(path, signature)
   videos[path] = video
   while len(videos) > _OPEN_VIDEOS_PER_THREAD:
     videos.popitem(last=False)[1].capture.release()
@@ -258,11 +271,51 @@ def _close_video(path: str) -> None:
     video.capture.release()
 
 
-def read_video_frames(path, indices: Iterable[int]) -> np.ndarray:
-  """uint8 [N, H, W, 3] RGB frames at the given (non-negative) indices, decoded sequentially (exact frames).
+def _seek(video: _OpenVideo, target: int) -> bool:
+  """Seeks `video` so its next grab returns frame `target`; False (and the video marked, with one log line)
+  when the container does not land there. OpenCV's FFmpeg backend reports the position from the decoded
+  frame's timestamp, so a seek that lands elsewhere is seen, not trusted."""
+  video.capture.set(cv2.CAP_PROP_POS_FRAMES, target)
+  if int(round(video.capture.get(cv2.CAP_PROP_POS_FRAMES))) == target:
+    video.position = target
+    return True
+  with _inexact_seek_lock:
+    first = video.path not in _inexact_seek
+    _inexact_seek.add(video.path)
+  if first:
+    logging.warning("%s: the container does not seek to exact frames, so each read decodes from the start; "
+                    "prepared ArrayRecord shards (common/data/tfds_builders) give O(1) random access", video.path)
+  video.seekable = False
+  video.capture.release()
+  video.capture, video.position = _open_capture(video.path), 0
+  return False
 
-  Captures stay open per thread (a few videos at a time), so reading later frames of a video continues where
-  the previous call stopped instead of decoding from the start.
+
+def _position_at(video: _OpenVideo, target: int) -> None:
+  """Moves `video` so its next grab returns frame `target`: by a seek (backwards, or forwards over more than
+  `SEEK_MIN_GAP` frames) where the container seeks exactly, else by decoding (from the start if needed)."""
+  if video.position == target:
+    return
+  if video.seekable and (target < video.position or target - video.position > SEEK_MIN_GAP):
+    if _seek(video, target):
+      return
+  if target < video.position:
+    video.capture.release()
+    video.capture, video.position = _open_capture(video.path), 0
+  while video.position < target:
+    if not video.capture.grab():
+      _close_video(video.path)
+      raise DataError(video.path, f"truncated or corrupt video: frame {video.position} cannot be decoded "
+                                  f"(frame {target} requested)")
+    video.position += 1
+
+
+def read_video_frames(path, indices: Iterable[int]) -> np.ndarray:
+  """uint8 [N, H, W, 3] RGB frames at the given (non-negative) indices: exact frames, each decoded once.
+
+  Captures stay open per thread (a few videos at a time). A read seeks to its first frame where the container
+  seeks exactly (checked on every seek: see `_seek`), so it decodes from the keyframe before that frame, not from
+  the start of the video; where it does not, it decodes from where the previous read stopped, or from the start.
   """
   indices = [int(i) for i in indices]
   if not indices:
@@ -270,22 +323,20 @@ def read_video_frames(path, indices: Iterable[int]) -> np.ndarray:
   if min(indices) < 0:
     raise ValueError(f"negative frame index in {indices}")
   path = os.fspath(path)
-  video = _open_video(path, min(indices))  # every requested frame is at or after video.position
-  wanted = set(indices)
+  video = _open_video(path)
   frames = {}
-  last = max(indices)
-  while video.position <= last:
+  for index in sorted(set(indices)):
+    _position_at(video, index)
     if not video.capture.grab():
       _close_video(path)
-      raise DataError(path, f"truncated or corrupt video: frame {video.position} cannot be decoded "
-                            f"(frames up to {last} requested)")
-    if video.position in wanted:
-      ok, frame = video.capture.retrieve()
-      if not ok or frame is None:
-        _close_video(path)
-        raise DataError(path, f"frame {video.position} cannot be decoded")
-      frames[video.position] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    video.position += 1
+      raise DataError(path, f"truncated or corrupt video: frame {index} cannot be decoded "
+                            f"(frames up to {max(indices)} requested)")
+    ok, frame = video.capture.retrieve()
+    if not ok or frame is None:
+      _close_video(path)
+      raise DataError(path, f"frame {index} cannot be decoded")
+    frames[index] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    video.position = index + 1
   return np.stack([frames[i] for i in indices])
 
 
