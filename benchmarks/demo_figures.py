@@ -323,8 +323,8 @@ def markdown(figures: dict) -> str:
   lines += ["", f"Wall time per run (the whole command: compile, train, eval, checkpoints): "
                 f"{' / '.join('%.0f s' % r['wall_s'] for r in runs)} (mean {walls['mean']:.0f} s); "
                 f"median logged train steps/s {' / '.join('%.2f' % x for x in rates) or '-'}."
-                + (f" Seeds {', '.join(resumed)} resumed an interrupted run: their wall times cover only the "
-                   "resumed part." if resumed else "")]
+                + (f" Seed{'s' if len(resumed) > 1 else ''} {', '.join(resumed)} resumed an interrupted run: "
+                   "the wall time covers only the resumed part." if resumed else "")]
   if len(figures["summary"]) > 1:
     lines += ["", "By eval step (mean, min-max):", "",
               "| step | " + " | ".join(final) + " |", "|---|" + "---|" * len(final)]

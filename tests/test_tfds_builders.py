@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from common.data import face_detection, pipeline
+from common.data import pipeline
+from common.data.faces import detection as face_detection
 from common.data.readers import DataError, FaceForensicsReader, ImageManipulationReader, VideoInpaintingReader
 from common.data.tfds_builders import _base
 from common.data.tfds_builders.ffpp_faces import ffpp_faces_dataset_builder
