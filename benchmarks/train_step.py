@@ -133,6 +133,7 @@ def main(argv):
     config.dtype = _DTYPE.value
   dtype = str(config.get("dtype", "float32"))
   task, mesh, batch_sh, abstract, state_sh = loop.sharded_setup(config)
+  config = task.config  # the global batch resolved for the mesh (per_device_batch_size)
   with jax.set_mesh(mesh):
     t0 = time.perf_counter()
     state = jax.block_until_ready(jax.jit(task.init, out_shardings=state_sh)(task.key(config.seed)))

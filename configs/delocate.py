@@ -58,6 +58,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       cross_datasets=dict(celeb_df_v2="", dfdc="", dfd=""),
   ))
   c.global_batch_size = 64
+  c.reference_batch_size = 64 if variant == "paper" else 0  # the paper's batch, for --config.lr_scaling
   c.eval_split = "test"
   c.run_stages = "stage1,stage2"
   c.stages = ml_collections.ConfigDict({

@@ -47,6 +47,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       scale_range=(0.5, 2.0), cat_max_ratio=0.75, photometric=True, hsv_quirk=False,
       worker_count=0, read_threads=4))
   c.global_batch_size = 64
+  c.reference_batch_size = 64 if variant == "paper" else 0  # the paper's batch, for --config.lr_scaling
   c.epochs = 30
   c.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", lr=0.009, momentum=0.9, weight_decay=5e-4, schedule="poly", power=0.9, end_lr=0.009 * 0.01))

@@ -55,6 +55,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       hflip=True, worker_count=0, read_threads=4))
   c.eval_split = "casia1"
   c.global_batch_size = 8
+  c.reference_batch_size = 8 if variant == "paper" else 0  # the paper's batch, for --config.lr_scaling
   c.epochs = 50
   c.optimizer = ml_collections.ConfigDict(dict(name="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4,
                                                schedule="poly", power=0.9))

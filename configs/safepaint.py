@@ -50,6 +50,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       hflip=True, worker_count=0, read_threads=4))
   c.optimizer = ml_collections.ConfigDict(dict(name="adam", lr=2e-4, b1=0.5, b2=0.999, schedule="constant"))
   c.global_batch_size = 4
+  c.reference_batch_size = 4 if variant == "paper" else 0  # the paper's batch, for --config.lr_scaling
   c.total_steps = 1_000_000  # official MAX_ITERS
   c.log_every = 10
   c.checkpoint_every = 1000

@@ -43,6 +43,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       on_error="raise",       # a bad video: 'raise', or 'skip' it when indexing (counted in the log)
       worker_count=0, read_threads=4))
   c.global_batch_size = 2  # the official batch
+  c.reference_batch_size = 2 if variant == "paper" else 0  # the paper's batch, for --config.lr_scaling
   c.eval_split = "test"
   c.best_metric = ""
   c.run_stages = "stage1,stage2"

@@ -53,20 +53,32 @@ def depthwise_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilati
   forward and 13 s with its gradient, against 0.33 s and 2.5 s as a sum of shifted, scaled copies (same
   numbers up to float summation order). Accelerators keep XLA's convolution. Channels-last layouts only (what
   `nnx.Conv` passes); anything else goes to `lax.conv_general_dilated` unchanged.
+
+  The platform is chosen when the computation is lowered (`lax.platform_dependent`), not from the host's
+  `jax.default_backend()` at trace time: a train step lowered or exported for TPU/GPU from a CPU host
+  (`jax.export`, AOT) gets the grouped convolution, and a CPU lowering gets the shift-and-add.
   """
   n = lhs.ndim - 2
   channels_last = lax.conv_dimension_numbers(lhs.shape, rhs.shape,
                                              ("N" + "DHW"[3 - n:] + "C", "DHW"[3 - n:] + "IO", "N" + "DHW"[3 - n:] + "C"))
-  fast = (jax.default_backend() == "cpu" and feature_group_count == lhs.shape[-1] == rhs.shape[-1]
-          and rhs.shape[-2] == 1 and dimension_numbers == channels_last and not isinstance(padding, str)
-          and all(s == 1 for s in window_strides) and all(d == 1 for d in (lhs_dilation or (1,) * n))
-          and all(d == 1 for d in (rhs_dilation or (1,) * n)) and all(v is None for v in kwargs.values()))
-  if not fast:
+
+  def convolution(lhs, rhs):
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                     rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                     feature_group_count=feature_group_count, precision=precision, **kwargs)
-  padded = jnp.pad(lhs, [(0, 0), *padding, (0, 0)])
-  return _shift_add(padded, rhs[..., 0, :])
+
+  shift_add_applies = (
+      feature_group_count == lhs.shape[-1] == rhs.shape[-1]
+      and rhs.shape[-2] == 1 and dimension_numbers == channels_last and not isinstance(padding, str)
+      and all(s == 1 for s in window_strides) and all(d == 1 for d in (lhs_dilation or (1,) * n))
+      and all(d == 1 for d in (rhs_dilation or (1,) * n)) and all(v is None for v in kwargs.values()))
+  if not shift_add_applies:
+    return convolution(lhs, rhs)
+
+  def shift_add(lhs, rhs):
+    return _shift_add(jnp.pad(lhs, [(0, 0), *padding, (0, 0)]), rhs[..., 0, :])
+
+  return lax.platform_dependent(lhs, rhs, cpu=shift_add, default=convolution)
 
 
 def _windows(padded: jax.Array, kernel_shape: Sequence[int]):

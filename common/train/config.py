@@ -6,8 +6,9 @@ import copy
 import fnmatch
 import importlib
 import json
+import math
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import ml_collections
 
@@ -30,6 +31,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.rng_impl = "threefry2x32"      # 'rbg' compiles several times faster on CPU, but its bits depend on sharding
   c.total_steps = 1000
   c.global_batch_size = 8          # over all processes and devices, per optimizer step
+  # Pods: per_device_batch_size > 0 makes the global batch per_device_batch_size x the data-parallel devices (the
+  # product of the mesh axes the batch is split over: data x fsdp); global_batch_size must then be 0 or equal to
+  # it. lr_scaling 'linear' | 'sqrt' multiplies every learning rate (peak and floor of the schedule, every
+  # optimizer) by global / reference_batch_size or its square root; reference_batch_size is the paper's global
+  # batch (0: the configured global_batch_size). Both are resolved once per run (`resolve_batch`); the run's
+  # stored config holds the resolved global_batch_size and `optimizer.lr_factor`, so a device count that changes
+  # the global batch is refused on resume like any batch change.
+  c.per_device_batch_size = 0      # 0: off (global_batch_size decides)
+  c.lr_scaling = "none"            # 'none' | 'linear' | 'sqrt'
+  c.reference_batch_size = 0       # the global batch the configured learning rates were tuned for
   c.grad_accum_steps = 1           # micro-batches per step (global batch kept; activation memory / k)
   c.dtype = "float32"              # compute dtype; parameters stay float32
   c.remat = False                  # rematerialise the attention stages (models that support it)
@@ -57,8 +68,95 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+LR_SCALINGS = ("none", "linear", "sqrt")
+
+
+def resolve_batch(config: ml_collections.ConfigDict, mesh_shape: Mapping[str, int] | None = None,
+                  process_count: int = 1) -> ml_collections.ConfigDict:
+  """A copy of `config` with the global batch and the learning-rate factor resolved for a mesh.
+
+  Global batch: `per_device_batch_size` x the data-parallel devices of `mesh_shape` ({'data': d, 'fsdp': f}; the
+  batch is split over both) when `per_device_batch_size > 0`, else `global_batch_size`; a non-zero
+  `global_batch_size` that disagrees with it is an error. With `mesh_shape` the global batch must divide over
+  the data-parallel devices and over `process_count` processes (`mesh.check_batch_divides`).
+  Learning rate: `lr_scaling` 'linear' / 'sqrt' gives the factor global / reference (or its square root), the
+  reference being `reference_batch_size` or, when 0, the configured `global_batch_size`; 'none' gives 1.
+  The copy holds `global_batch_size` (resolved), `per_device_batch_size = 0` (folded into it: the copy resolves
+  to itself on any mesh), `reference_batch_size` (resolved where scaling is on) and `optimizer.lr_factor`, which
+  `optim.make_schedule` applies to every optimizer built from `config.optimizer`.
+  """
+  from common.train import mesh as mesh_lib  # imports jax: configs import this module without it
+  per_device = int(config.get("per_device_batch_size", 0) or 0)
+  configured = int(config.get("global_batch_size", 0) or 0)
+  if per_device < 0 or configured < 0:
+    raise ValueError(f"global_batch_size {configured} and per_device_batch_size {per_device} must not be negative")
+  global_batch = configured
+  if per_device:
+    if mesh_shape is None:
+      raise ValueError("per_device_batch_size needs the mesh to resolve the global batch")
+    devices = mesh_lib.data_parallel_size(mesh_shape)
+    global_batch = per_device * devices
+    if configured and configured != global_batch:
+      raise ValueError(
+          f"global_batch_size {configured} conflicts with per_device_batch_size {per_device}: {per_device} x "
+          f"{devices} data-parallel devices (mesh {mesh_lib.describe(mesh_shape)}) = {global_batch}. Set one of "
+          "them: global_batch_size=0 to take the batch from per_device_batch_size, or per_device_batch_size=0")
+  if not global_batch:
+    raise ValueError("global_batch_size is 0 and per_device_batch_size is 0: set one of them")
+  if mesh_shape is not None:
+    mesh_lib.check_batch_divides(global_batch, mesh_shape, process_count)
+  scaling = str(config.get("lr_scaling", "none") or "none")
+  if scaling not in LR_SCALINGS:
+    raise ValueError(f"lr_scaling must be one of {LR_SCALINGS}, got {scaling!r}")
+  reference = int(config.get("reference_batch_size", 0) or 0)
+  factor = 1.0
+  if scaling != "none":
+    reference = reference or configured
+    if reference <= 0:
+      raise ValueError(f"lr_scaling={scaling!r} needs reference_batch_size (the global batch the learning rates "
+                       "were tuned for): global_batch_size is 0 here")
+    factor = global_batch / reference if scaling == "linear" else math.sqrt(global_batch / reference)
+  resolved = copy.deepcopy(config)
+  with resolved.unlocked():
+    resolved.global_batch_size = global_batch
+    if "per_device_batch_size" in resolved or per_device:
+      resolved.per_device_batch_size = 0
+    if scaling != "none":
+      resolved.reference_batch_size = reference
+    if "optimizer" in resolved:
+      resolved.optimizer.lr_factor = float(factor)
+  return resolved
+
+
+def describe_batch(config: ml_collections.ConfigDict, resolved: ml_collections.ConfigDict) -> str:
+  """One log line: how `resolved`'s global batch and learning-rate factor came from `config`."""
+  line = f"global batch {resolved.global_batch_size}"
+  if config.get("per_device_batch_size", 0):
+    line += f" (per_device_batch_size {config.per_device_batch_size} x the data-parallel devices)"
+  scaling = config.get("lr_scaling", "none")
+  if scaling != "none":
+    line += (f"; learning rates x {resolved.optimizer.get('lr_factor', 1.0):.6g} ({scaling} scaling from "
+             f"reference_batch_size {resolved.reference_batch_size})")
+  return line
+
+
+def _unresolved(config: ml_collections.ConfigDict) -> bool:
+  """A config whose batch or learning-rate factor still depends on the mesh (a resolved one never does)."""
+  scaled = config.get("lr_scaling", "none") not in ("", "none")
+  return bool(config.get("per_device_batch_size", 0)) or (
+      scaled and "lr_factor" not in config.get("optimizer", {}))
+
+
 def build_task(config: ml_collections.ConfigDict):
-  """Imports `config.task` ('package.module:Class') and instantiates it with the config."""
+  """Imports `config.task` ('package.module:Class') and instantiates it with the config.
+
+  A config not yet resolved (`per_device_batch_size` or `lr_scaling` set) is resolved first, for the mesh
+  `config.mesh` describes over all devices (`loop.sharded_setup` resolves it for the mesh it builds).
+  """
+  if _unresolved(config):
+    import jax
+    from common.train import mesh as mesh_lib
+    config = resolve_batch(config, mesh_lib.mesh_shape(**config.mesh), jax.process_count())
   module_name, _, cls_name = config.task.partition(":")
   return getattr(importlib.import_module(module_name), cls_name)(config)
 
@@ -93,11 +191,16 @@ def stage_configs(config: ml_collections.ConfigDict, workdir: str) -> list[tuple
 # Keys a rerun may change in a run directory: they touch neither the data order, the shapes, the model nor the
 # optimizer (logging and checkpoint cadence, placement on devices, input-pipeline parallelism, evaluation).
 # `fnmatch` patterns on the flattened dotted key. `total_steps` may also grow (checked apart).
+# per_device_batch_size, lr_scaling and reference_batch_size act only through the resolved `global_batch_size`
+# and `optimizer.lr_factor` (compared like any key): a device count that changes the global batch is refused.
 HARMLESS_CHANGES = (
     "log_every", "eval_every", "eval_split", "checkpoint_every", "keep_checkpoints", "best_metric", "best_mode",
     "async_checkpoints", "block_every_step", "profile_steps", "remat", "mesh.*", "partition_rules",
     "fsdp_min_size", "data.worker_count", "data.read_threads", "init_from.*", "allow_changes",
+    "per_device_batch_size", "lr_scaling", "reference_batch_size",
 )
+# Values of keys that configs stored before the key existed had implicitly.
+IMPLICIT_DEFAULTS = {"optimizer.lr_factor": 1.0}
 
 
 def flatten(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
@@ -128,7 +231,8 @@ def refused_changes(stored: ml_collections.ConfigDict | dict, new: ml_collection
   patterns = tuple(HARMLESS_CHANGES) + tuple(allow)
   refused, allowed = {}, {}
   for key in sorted(set(old) | set(cur)):
-    a, b = old.get(key, "<absent>"), cur.get(key, "<absent>")
+    a = old.get(key, IMPLICIT_DEFAULTS.get(key, "<absent>"))
+    b = cur.get(key, IMPLICIT_DEFAULTS.get(key, "<absent>"))
     if a == b:
       continue
     harmless = any(fnmatch.fnmatchcase(key, p) for p in patterns)

@@ -12,7 +12,8 @@ error names the step where it began. SIGTERM or a preemption notice saves the cu
 `Preempted`: the whole run ends there (every stage), and the command exits 0; rerunning it resumes.
 
 Engine fields of a config (every method config has them; see common/train/config.py):
-  task ('package.module:Class'), seed, total_steps (or epochs), global_batch_size, grad_accum_steps,
+  task ('package.module:Class'), seed, total_steps (or epochs), global_batch_size (or per_device_batch_size),
+  lr_scaling, reference_batch_size, grad_accum_steps,
   mesh.{data, fsdp}, partition_rules, fsdp_min_size, optimizer.*, freeze,
   init_from.{workdir, step, include, require_complete}, log_every, eval_every, checkpoint_every,
   keep_checkpoints, best_metric, best_mode, async_checkpoints, profile_steps, eval_split, allow_changes;
@@ -196,10 +197,17 @@ def _tracking_first_non_finite(train_step):
 
 
 def sharded_setup(config: ml_collections.ConfigDict):
-  """(task, mesh, batch sharding, abstract state, state shardings) for `config` on this process's devices."""
-  task = config_lib.build_task(config)
+  """(task, mesh, batch sharding, abstract state, state shardings) for `config` on this process's devices.
+
+  The mesh comes first: the global batch (`per_device_batch_size`) and the learning-rate factor (`lr_scaling`)
+  are resolved for it (`config.resolve_batch`, which also checks that the batch divides over the data-parallel
+  devices and the processes) before the task reads them; `task.config` and the run's stored config hold the
+  resolved values."""
   mesh = mesh_lib.make_mesh(**config.mesh)
   logging.info("mesh %s over %d devices (%s)", dict(mesh.shape), mesh.size, jax.devices()[0].device_kind)
+  resolved = config_lib.resolve_batch(config, dict(mesh.shape), jax.process_count())
+  logging.info("%s", config_lib.describe_batch(config, resolved))
+  task = config_lib.build_task(resolved)
   abstract = jax.eval_shape(task.init, task.key(config.seed))
   state_sh = mesh_lib.state_shardings(mesh, abstract, [tuple(r) for r in config.partition_rules],
                                       config.fsdp_min_size)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -23,20 +23,57 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 BATCH_AXES = ("data", "fsdp")
 
 
-def make_mesh(data: int = -1, fsdp: int = 1, devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
-  """A ('data', 'fsdp') mesh over all devices; `data=-1` takes what `fsdp` leaves."""
-  devices = list(devices if devices is not None else jax.devices())
-  if data != -1 and data * fsdp < len(devices):  # an explicit smaller mesh (e.g. evaluating on one device)
-    logging.warning("mesh data=%d x fsdp=%d uses %d of the %d devices", data, fsdp, data * fsdp, len(devices))
-    devices = devices[:data * fsdp]
-  n = len(devices)
+def mesh_shape(data: int = -1, fsdp: int = 1, device_count: int | None = None) -> dict[str, int]:
+  """{'data': d, 'fsdp': f} of the mesh `make_mesh(data, fsdp)` builds over `device_count` devices (default: all)."""
+  n = jax.device_count() if device_count is None else device_count
+  if data != -1 and data * fsdp < n:  # an explicit smaller mesh
+    n = data * fsdp
   if data == -1:
     if n % fsdp:
       raise ValueError(f"fsdp={fsdp} does not divide the {n} available devices")
     data = n // fsdp
   if data * fsdp != n:
     raise ValueError(f"mesh data={data} x fsdp={fsdp} != {n} devices")
-  return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=devices)
+  return {"data": data, "fsdp": fsdp}
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+  """A ('data', 'fsdp') mesh over all devices; `data=-1` takes what `fsdp` leaves."""
+  devices = list(devices if devices is not None else jax.devices())
+  if data != -1 and data * fsdp < len(devices):  # an explicit smaller mesh (e.g. evaluating on one device)
+    logging.warning("mesh data=%d x fsdp=%d uses %d of the %d devices", data, fsdp, data * fsdp, len(devices))
+    devices = devices[:data * fsdp]
+  shape = mesh_shape(data, fsdp, len(devices))
+  return jax.make_mesh((shape["data"], shape["fsdp"]), BATCH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2,
+                       devices=devices)
+
+
+def data_parallel_size(shape: Mapping[str, int] | jax.sharding.Mesh) -> int:
+  """Devices the batch is split over: the product of the mesh's batch axes (`BATCH_AXES`)."""
+  shape = shape.shape if isinstance(shape, jax.sharding.Mesh) else shape
+  return int(np.prod([shape[a] for a in BATCH_AXES]))
+
+
+def describe(shape: Mapping[str, int] | jax.sharding.Mesh) -> str:
+  """'data=4' or 'data=2 x fsdp=2' (axes of size 1 beyond the first left out)."""
+  shape = shape.shape if isinstance(shape, jax.sharding.Mesh) else shape
+  parts = [f"{a}={shape[a]}" for i, a in enumerate(BATCH_AXES) if i == 0 or shape[a] != 1]
+  return " x ".join(parts)
+
+
+def check_batch_divides(global_batch_size: int, shape: Mapping[str, int] | jax.sharding.Mesh,
+                        process_count: int = 1) -> None:
+  """The engine's one check that the global batch splits evenly over the data-parallel devices and the processes
+  (each process reads `global_batch_size // process_count` examples; each device gets an equal share)."""
+  devices = data_parallel_size(shape)
+  if global_batch_size <= 0 or global_batch_size % devices:
+    raise ValueError(
+        f"global_batch_size {global_batch_size} does not divide over the {devices} data-parallel devices "
+        f"(mesh {describe(shape)}): set global_batch_size to a multiple of {devices}, or per_device_batch_size")
+  if global_batch_size % process_count:
+    raise ValueError(
+        f"global_batch_size {global_batch_size} does not divide over the {process_count} processes: set "
+        f"global_batch_size to a multiple of {process_count}, or per_device_batch_size")
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:

@@ -7,7 +7,9 @@ Fields (all optional but `name` and `lr`):
   end_lr (cosine / poly floor); power (poly, 0.9 as mmseg); step_boundaries + step_factor ('step');
   per_epoch: the schedule advances once per epoch (the official PyTorch codes step their schedulers per epoch),
     i.e. it is evaluated at the first step of the current epoch; False by default;
-  weight_decay; momentum, nesterov (sgd); b1, b2, eps (adam/adamw); clip_grad_norm (0: off).
+  weight_decay; momentum, nesterov (sgd); b1, b2, eps (adam/adamw); clip_grad_norm (0: off);
+  lr_factor: multiplies the whole schedule (lr and end_lr); written by `config.resolve_batch` from
+    `config.lr_scaling` (batch-size scaling of the learning rate), 1 when absent.
 SGD weight decay is added to the gradient before momentum, as torch.optim.SGD does; AdamW decay is decoupled.
 """
 from __future__ import annotations
@@ -16,14 +18,15 @@ import optax
 
 
 def make_schedule(cfg, total_steps: int, steps_per_epoch: int | None = None) -> optax.Schedule:
-  lr = float(cfg.lr)
+  factor = float(cfg.get("lr_factor", 1.0))
+  lr = float(cfg.lr) * factor
   warmup = int(cfg.get("warmup_steps", 0))
   decay_epochs = cfg.get("decay_epochs", 0)
   if decay_epochs and not steps_per_epoch:
     raise ValueError("optimizer.decay_epochs needs the task's steps per epoch")
   decay_steps = int(cfg.get("decay_steps", 0) or decay_epochs * (steps_per_epoch or 0) or total_steps) - warmup
   kind = cfg.get("schedule", "constant")
-  end_lr = float(cfg.get("end_lr", 0.0))
+  end_lr = float(cfg.get("end_lr", 0.0)) * factor
   if kind == "constant":
     main = optax.constant_schedule(lr)
   elif kind == "cosine":
