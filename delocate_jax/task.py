@@ -39,7 +39,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from common import metrics
-from common.data import demo, pipeline, transforms
+from common.data import demo, transforms
 from common.data.faces import detection as face_detection
 from common.data.readers import FaceForensicsReader
 from common.data.readers.media import DataError
@@ -298,29 +298,28 @@ class DelocateTask(Task):
                                mask_source=d.mask_source, real_per_method=real_per_method, verify=d.verify,
                                on_error=d.on_error)
 
-  def _source(self, split: str):
+  def source(self, split: str):
+    """Training: stage 1 the real faces once each; stage 2 each fake crop (of `data.methods`) followed by its
+    real crop. Evaluation (the trained and the cross manipulations): stage 1 (fake, aligned real) crop pairs
+    (`PairedFaces`); stage 2 the crops with the real ones listed once."""
     train, cross = self.methods()
-    if split == "train":  # stage 1: real faces once each; stage 2: each fake crop followed by its real crop
+    if split == "train":
       return self._reader(split, () if self.config.stage == 1 else train, self.config.stage == 2)
     if self.config.stage == 1:
       return PairedFaces(self._reader(split, train + cross, True))
     return self._reader(split, train + cross, False)
 
   def steps_per_epoch(self) -> int:
-    return max(len(self._source("train")) // self.config.global_batch_size, 1)
+    return max(len(self.source("train")) // self.config.global_batch_size, 1)
 
-  def input_pipeline(self, split, *, process_index=0, process_count=1):
+  def transforms(self, split: str) -> list:
+    """`FaceKeys` (video hash, manipulation domain; not on stage 1's eval pairs), resize to `size`, ROI tokens.
+    The flips are drawn on the device (`_flip`), so training and evaluation share these."""
     c, d = self.config, self.config.data
     paired = c.stage == 1 and split != "train"
-    ops = ([] if paired else [FaceKeys(sum(self.methods(), ()))]) + [
+    return ([] if paired else [FaceKeys(sum(self.methods(), ()))]) + [
         transforms.Resize(d.size, d.size),
         face_regions.RoiTokens(c.model.patch, d.crop_scale, c.masking.min_coverage)]
-    batch = c.global_batch_size // process_count
-    kw = dict(batch_size=batch, transforms=ops, process_index=process_index, process_count=process_count,
-              read_threads=d.read_threads)
-    if split == "train":
-      return pipeline.train_dataset(self._source(split), seed=c.seed, worker_count=d.worker_count, **kw)
-    return pipeline.eval_batches(self._source(split), **kw)
 
   # ------------------------------------------------------------------ pieces
   def _flip(self, rng, batch):

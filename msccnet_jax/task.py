@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from clu import metrics as clu_metrics
 
 from common import metrics
-from common.data import demo, pipeline, transforms
+from common.data import demo, transforms
 from common.data.faces import detection as face_detection
 from common.data.readers import FaceForensicsReader
 from common.losses import segmentation
@@ -63,7 +63,7 @@ class MSCCNetTask(Task):
     return self.config.data.root or os.path.join(demo.ensure_demo_corpus(), "faces")
 
   @functools.cache  # one index per split: `input_pipeline` builds it (and raises DataError) when called
-  def _reader(self, split: str) -> FaceForensicsReader:
+  def source(self, split: str) -> FaceForensicsReader:
     d, root = self.config.data, self._root()
     methods = tuple(d.methods) or tuple(sorted(os.listdir(os.path.join(root, "manipulated_sequences"))))
     boxes = None
@@ -76,25 +76,16 @@ class MSCCNetTask(Task):
                                on_error=d.on_error)
 
   def steps_per_epoch(self) -> int:
-    return max(len(self._reader("train")) // self.config.global_batch_size, 1)
+    return max(len(self.source("train")) // self.config.global_batch_size, 1)
 
-  def input_pipeline(self, split, *, process_index=0, process_count=1):
-    c, d = self.config, self.config.data
-    ops = [transforms.Resize(d.size, d.size)]
-    batch = c.global_batch_size // process_count
-    if split == "train":
-      return pipeline.train_dataset(self._reader(split), seed=c.seed, batch_size=batch, transforms=self._train_ops(),
-                                    process_index=process_index, process_count=process_count,
-                                    worker_count=d.worker_count, read_threads=d.read_threads)
-    return pipeline.eval_batches(self._reader(split), batch_size=batch, transforms=ops,
-                                 process_index=process_index, process_count=process_count,
-                                 read_threads=d.read_threads)
-
-  def _train_ops(self) -> list:
-    """The official train pipeline (`data.augment`): rescale the longer side to `size * 520/512` times
-    U[scale_range), random `size` crop (class ratio < cat_max_ratio, 10 tries), flip, photometric distortion,
-    centred padding to `size` (mean colour; mask 255 = ignored). Without it: resize to `size` (and flip)."""
+  def transforms(self, split: str) -> list:
+    """Evaluation: resize to `size`. Training, the official train pipeline (`data.augment`): rescale the longer
+    side to `size * 520/512` times U[scale_range), random `size` crop (class ratio < cat_max_ratio, 10 tries),
+    flip, photometric distortion, centred padding to `size` (mean colour; mask 255 = ignored). Without it:
+    resize to `size` (and flip)."""
     d = self.config.data
+    if split != "train":
+      return [transforms.Resize(d.size, d.size)]
     flip = [transforms.RandomHorizontalFlip()] if d.flip else []
     if not d.augment:
       return [transforms.Resize(d.size, d.size)] + flip

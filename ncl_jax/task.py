@@ -23,7 +23,7 @@ import optax
 from clu import metrics as clu_metrics
 
 from common import metrics
-from common.data import demo, perturbations, pipeline, transforms
+from common.data import demo, perturbations, transforms
 from common.data.readers import ImageManipulationReader
 from common.losses import segmentation
 from common.train.task import Task
@@ -60,6 +60,10 @@ class NCLTask(Task):
     return {"model": model_lib.NCLNet(**self.config.model, dtype=self.dtype, rngs=rngs)}
 
   # ------------------------------------------------------------------ data
+  def source(self, split: str) -> ImageManipulationReader:
+    """The reader of `data.sets[split]` ('train': of `data.train_split`)."""
+    return self._reader(self.config.data.train_split if split == "train" else split)
+
   @functools.cache  # one index per split: `input_pipeline` builds it (and raises DataError) when called
   def _reader(self, split: str) -> ImageManipulationReader:
     """The reader of `data.sets[split]` (a JSON pair list or a Tp/Gt folder; "" = the demo corpus)."""
@@ -76,27 +80,17 @@ class NCLTask(Task):
     return ImageManipulationReader(**source, verify=d.verify, on_error=d.on_error)
 
   def steps_per_epoch(self) -> int:
-    return max(len(self._reader(self.config.data.train_split)) // self.config.global_batch_size, 1)
+    return max(len(self.source("train")) // self.config.global_batch_size, 1)
 
-  def eval_transforms(self) -> list:
-    """Resize, then `data.perturbation` (a ForensicAugment config; the robustness evaluation sets it)."""
+  def transforms(self, split: str) -> list:
+    """Training: resize, random crop, flip (as configured). Evaluation: resize, then `data.perturbation` (a
+    ForensicAugment config; the robustness evaluation sets it)."""
     d = self.config.data
     ops = [transforms.Resize(d.size, d.size)] if d.size else []
-    return ops + ([perturbations.ForensicAugment(d.perturbation.to_dict())] if d.get("perturbation") else [])
-
-  def input_pipeline(self, split, *, process_index=0, process_count=1):
-    c, d = self.config, self.config.data
-    batch = c.global_batch_size // process_count
-    if split == "train":
-      ops = [transforms.Resize(d.size, d.size)] if d.size else []
-      ops += [transforms.RandomCrop(d.crop, d.crop)] if d.crop else []
-      ops += [transforms.RandomHorizontalFlip()] if d.hflip else []
-      return pipeline.train_dataset(self._reader(d.train_split), seed=c.seed, batch_size=batch, transforms=ops,
-                                    process_index=process_index, process_count=process_count,
-                                    worker_count=d.worker_count, read_threads=d.read_threads)
-    return pipeline.eval_batches(self._reader(split), batch_size=batch, transforms=self.eval_transforms(),
-                                 process_index=process_index, process_count=process_count,
-                                 read_threads=d.read_threads)
+    if split != "train":
+      return ops + ([perturbations.ForensicAugment(d.perturbation.to_dict())] if d.get("perturbation") else [])
+    ops += [transforms.RandomCrop(d.crop, d.crop)] if d.crop else []
+    return ops + ([transforms.RandomHorizontalFlip()] if d.hflip else [])
 
   # ------------------------------------------------------------------ losses
   def loss_terms(self, outputs: model_lib.Outputs, mask: jax.Array, rng: jax.Array,

@@ -28,7 +28,7 @@ from clu import metrics as clu_metrics
 
 from common import image_quality
 from common.data import masks as mask_lib
-from common.data import pipeline, transforms
+from common.data import transforms
 from common.losses import gan, perceptual
 from common.nn import vgg as vgg_lib
 from common.train import optim
@@ -106,29 +106,27 @@ class SafePaintTask(Task):
         data.demo_folder(split, kind))
 
   @functools.cache  # one index per split: `input_pipeline` builds it (and raises DataError) when called
-  def _source(self, split: str) -> data.ImageSource:
+  def source(self, split: str) -> data.ImageSource:
     """The images of `split`; with their masks (image i, mask i mod #masks) except in training."""
     d = self.config.data
     masks = "" if split == "train" else self._folder(split, "masks")
     return data.ImageSource(self._folder(split, "images"), d.size, masks, d.mask_threshold, verify=d.verify,
                             on_error=d.on_error)
 
-  def input_pipeline(self, split, *, process_index=0, process_count=1):
+  def transforms(self, split: str) -> list:
+    """Training: a random hole mask per image (`data.RandomMask`: a mask file, or a generated free-form mask with
+    `data.generate_masks`), then flips. Evaluation: none (test masks come with the source). Making the training
+    transforms first checks that the perceptual / style losses have their VGG weights."""
     c, d = self.config, self.config.data
-    batch = c.global_batch_size // process_count
-    if split == "train":
-      if self.uses_vgg and not c.init_from.get("workdir"):
-        raise ValueError("the perceptual / style losses need ImageNet VGG weights: convert a torchvision "
-                         f"{c.loss.vgg} state_dict with `python -m safepaint_jax.convert --vgg=FILE --out=VGG_RUN` "
-                         "and pass --config.init_from.workdir=VGG_RUN (or set loss.perceptual = loss.style = 0)")
-      ops = [data.RandomMask(d.size, "" if d.generate_masks else self._folder("train", "masks"),
-                             threshold=d.mask_threshold, verify=d.verify, on_error=d.on_error)]
-      ops += [transforms.RandomHorizontalFlip()] if d.hflip else []
-      return pipeline.train_dataset(self._source(split), seed=c.seed, batch_size=batch, transforms=ops,
-                                    process_index=process_index, process_count=process_count,
-                                    worker_count=d.worker_count, read_threads=d.read_threads)
-    return pipeline.eval_batches(self._source(split), batch_size=batch, process_index=process_index,
-                                 process_count=process_count, read_threads=d.read_threads)
+    if split != "train":
+      return []
+    if self.uses_vgg and not c.init_from.get("workdir"):
+      raise ValueError("the perceptual / style losses need ImageNet VGG weights: convert a torchvision "
+                       f"{c.loss.vgg} state_dict with `python -m safepaint_jax.convert --vgg=FILE --out=VGG_RUN` "
+                       "and pass --config.init_from.workdir=VGG_RUN (or set loss.perceptual = loss.style = 0)")
+    ops = [data.RandomMask(d.size, "" if d.generate_masks else self._folder("train", "masks"),
+                           threshold=d.mask_threshold, verify=d.verify, on_error=d.on_error)]
+    return ops + ([transforms.RandomHorizontalFlip()] if d.hflip else [])
 
   # ------------------------------------------------------------------ losses
   def generator_terms(self, models, images, masks):

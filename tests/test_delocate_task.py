@@ -30,15 +30,15 @@ def smoke(root, **overrides):
 
 def test_eval_reads_real_frames_once_and_stage_one_pairs_fakes_with_their_real_crops(tiny_faces):
   task2 = config_lib.build_task(smoke(tiny_faces, stage=2))
-  source = task2._source("test")
+  source = task2.source("test")
   ids = [source[i]["id"] for i in range(len(source))]
   assert len(ids) == len(set(ids))
   keys = task_lib.FaceKeys(sum(task2.methods(), ()))
   domains = {keys.map(source[i])["domain"] for i in range(len(source))}
   assert domains == {0, 1, 2}  # real, FaceSwap (trained), NeuralTextures (cross)
   task1 = config_lib.build_task(smoke(tiny_faces, stage=1))
-  assert all(task1._source("train")[i]["label"] == 0 for i in range(len(task1._source("train"))))
-  pair = task1._source("test")[0]
+  assert all(task1.source("train")[i]["label"] == 0 for i in range(len(task1.source("train"))))
+  pair = task1.source("test")[0]
   fake, real = pair["frames"].astype(np.float32)
   mask = pair["mask"] > 0
   assert mask.any() and pair["label"] == 1

@@ -57,7 +57,7 @@ def test_smoke_run_trains_evaluates_and_checkpoints(smoke_run):
 
 def test_eval_lists_real_frames_once_and_train_pairs_them(tiny_faces):
   task = config_lib.build_task(smoke(tiny_faces))
-  train, test = task._reader("train"), task._reader("test")
+  train, test = task.source("train"), task.source("test")
   train_labels = [item.label for item in train._items]
   assert train_labels == [1, 0] * (len(train) // 2)            # the official fake/real pairing
   real_ids = [(item.video, item.frame) for item in test._items if item.label == 0]

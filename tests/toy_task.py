@@ -15,7 +15,6 @@ import optax
 from clu import metrics as clu_metrics
 from flax import nnx
 
-from common.data import pipeline
 from common.data.readers.media import DataError
 from common.train.config import base_config
 from common.train.task import Task
@@ -102,18 +101,16 @@ class ToyTask(Task):
     per_image = optax.sigmoid_binary_cross_entropy(logits, batch["mask"].astype(jnp.float32)).mean((1, 2))
     return EvalMetrics.single_from_model_output(loss=per_image, mask=batch["valid"])
 
-  def input_pipeline(self, split, *, process_index=0, process_count=1):
+  def source(self, split):
     c = self.config
     if split == "train":
-      source = ToySource(c.train_size, seed=1, nan_record=c.faults.nan_record, bad_record=c.faults.bad_train_record,
-                         bad_file=c.faults.bad_file)
-      return pipeline.train_dataset(source, seed=c.seed, transforms=[Slow(c.step_delay)] if c.step_delay else [],
-                                    batch_size=c.global_batch_size // process_count,
-                                    process_index=process_index, process_count=process_count)
-    source = ToySource(c.eval_size, seed=2, bad_record=c.faults.bad_eval_record, bad_file=c.faults.bad_file,
-                       folder=c.faults.eval_folder)
-    return pipeline.eval_batches(source, batch_size=c.global_batch_size // process_count,
-                                 process_index=process_index, process_count=process_count)
+      return ToySource(c.train_size, seed=1, nan_record=c.faults.nan_record, bad_record=c.faults.bad_train_record,
+                       bad_file=c.faults.bad_file)
+    return ToySource(c.eval_size, seed=2, bad_record=c.faults.bad_eval_record, bad_file=c.faults.bad_file,
+                     folder=c.faults.eval_folder)
+
+  def transforms(self, split):
+    return [Slow(self.config.step_delay)] if split == "train" and self.config.step_delay else []
 
   def image_summaries(self, state, batch):
     return {"heatmap": jax.nn.sigmoid(self.models(state)["model"](batch["image"][:2]))[..., None]}

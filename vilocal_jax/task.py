@@ -19,7 +19,7 @@ from clu import metrics as clu_metrics
 from flax import nnx
 
 from common import metrics
-from common.data import demo, pipeline, transforms
+from common.data import demo, transforms
 from common.data.readers import VideoInpaintingReader
 from common.losses import contrastive, segmentation
 from common.train.task import Task
@@ -56,30 +56,31 @@ class ViLocalTask(Task):
     return {"model": model_lib.ViLocal(encoder=encoder, dtype=self.dtype, rngs=rngs)}
 
   # ------------------------------------------------------------------ data
+  def source(self, split: str) -> VideoInpaintingReader:
+    """The clips of `split` ('train': of `data.train_split`, at `clip_stride`; others at `eval_clip_stride`)."""
+    train = split == "train"
+    return self._reader(self.config.data.train_split if train else split, train)
+
   @functools.cache  # one index per split: `input_pipeline` builds it (and raises DataError) when called
-  def _reader(self, split: str) -> VideoInpaintingReader:
+  def _reader(self, split: str, train: bool) -> VideoInpaintingReader:
     d = self.config.data
     root = d.root or os.path.join(demo.ensure_demo_corpus(), "video_inpainting")
     return VideoInpaintingReader(root, split, methods=tuple(d.methods) or None, clip_length=d.clip_length,
-                                 clip_stride=d.clip_stride if split == "train" else d.eval_clip_stride,
+                                 clip_stride=d.clip_stride if train else d.eval_clip_stride,
                                  verify=d.verify, on_error=d.on_error)
 
   def steps_per_epoch(self) -> int:
-    return max(len(self._reader("train")) // self.config.global_batch_size, 1)
+    return max(len(self.source("train")) // self.config.global_batch_size, 1)
 
-  def input_pipeline(self, split, *, process_index=0, process_count=1):
-    c, d = self.config, self.config.data
+  def transforms(self, split: str) -> list:
+    """Resize to `height` x `width`; training then crops (`train_crop`) and flips (`train_flip`). Both stages
+    read the same clips."""
+    d = self.config.data
     ops = [transforms.Resize(d.height, d.width)]
-    batch = c.global_batch_size // process_count
-    split = d.train_split if split == "train" else split
-    if split == d.train_split:
-      ops += [transforms.RandomCrop(*d.train_crop)] if d.train_crop else []
-      ops += [transforms.RandomHorizontalFlip()] if d.train_flip else []
-      return pipeline.train_dataset(self._reader(split), seed=c.seed, batch_size=batch, transforms=ops,
-                                    process_index=process_index, process_count=process_count,
-                                    worker_count=d.worker_count)
-    return pipeline.eval_batches(self._reader(split), batch_size=batch, transforms=ops,
-                                 process_index=process_index, process_count=process_count)
+    if split != "train":
+      return ops
+    ops += [transforms.RandomCrop(*d.train_crop)] if d.train_crop else []
+    return ops + ([transforms.RandomHorizontalFlip()] if d.train_flip else [])
 
   # ------------------------------------------------------------------ model pieces
   def _frames(self, frames):

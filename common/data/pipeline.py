@@ -9,6 +9,9 @@ a resumed run sees exactly the batches an uninterrupted run would have seen.
 Evaluation: one pass over the source, sharded by process, the last batch padded to the static batch size with
 copies of its first element and a boolean `valid` key marking real examples (so every process runs the same
 number of steps and jit never recompiles).
+
+The engine calls these (`common.train.task.Task.input_pipeline`, from a task's `source(split)` and
+`transforms(split)` and the config's batch, seed and `data.*` settings); tasks do not.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ def _without_id(record: Mapping[str, Any]) -> dict:
 
 def train_dataset(source: Sequence[Mapping[str, Any]], *, seed: int, batch_size: int,
                   transforms: Sequence[Transform] = (), process_index: int = 0, process_count: int = 1,
-                  worker_count: int = 0, read_threads: int = 4, prefetch: int = 16) -> grain.IterDataset:
+                  worker_count: int = 0, read_threads: int = 4, prefetch: int | None = None) -> grain.IterDataset:
   """Infinite, shuffled, per-process-sharded training batches.
 
   Args:
@@ -46,6 +49,7 @@ def train_dataset(source: Sequence[Mapping[str, Any]], *, seed: int, batch_size:
     transforms: grain map / random-map transforms applied per record, in order.
     process_index, process_count: this process's shard of the global order.
     worker_count: grain worker processes (0: decode in the main process).
+    read_threads, prefetch: reader threads and read-ahead buffer in records (None: 16); throughput only.
   Returns:
     An IterDataset whose iterator yields dicts of arrays with a leading batch axis and supports
     `get_state()` / `set_state()`. String `id`s are dropped.
@@ -56,7 +60,8 @@ def train_dataset(source: Sequence[Mapping[str, Any]], *, seed: int, batch_size:
   ds = ds[process_index::process_count]
   ds = _apply(ds, transforms, seed).map(_without_id)
   ds = ds.batch(batch_size, drop_remainder=True)
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
+                                            prefetch_buffer_size=16 if prefetch is None else prefetch))
   if worker_count > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return it
@@ -71,23 +76,27 @@ def _pad_batch(records: Sequence[Mapping[str, Any]], batch_size: int) -> dict[st
 
 
 def eval_batches(source: Sequence[Mapping[str, Any]], *, batch_size: int, transforms: Sequence[Transform] = (),
-                 process_index: int = 0, process_count: int = 1, read_threads: int = 4) -> Iterator[dict]:
+                 process_index: int = 0, process_count: int = 1, read_threads: int = 4,
+                 prefetch: int | None = None) -> Iterator[dict]:
   """One deterministic pass over `source`, padded batches with a boolean `valid` key.
 
   Every process yields the same number of batches (ceil(len / (process_count * batch_size))); padding examples
   copy the first real example of the batch (or of the shard) and have `valid == False`. String ids are dropped
   from batches (jit cannot carry them). An empty source is an error at call time, not at the first batch.
+  `read_threads` and `prefetch` (read-ahead in records; None: one batch) change throughput, never the batches.
   """
   if len(source) == 0:
     raise ValueError(f"evaluation source {source!r} is empty")
-  return _padded_pass(source, batch_size, transforms, process_index, process_count, read_threads)
+  return _padded_pass(source, batch_size, transforms, process_index, process_count, read_threads,
+                      batch_size if prefetch is None else prefetch)
 
 
-def _padded_pass(source, batch_size, transforms, process_index, process_count, read_threads) -> Iterator[dict]:
+def _padded_pass(source, batch_size, transforms, process_index, process_count, read_threads,
+                 prefetch) -> Iterator[dict]:
   steps = -(-len(source) // (batch_size * process_count))
   ds = _apply(grain.MapDataset.source(source), transforms, seed=0)
   shard = ds[process_index::process_count]
-  it = iter(shard.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=batch_size)))
+  it = iter(shard.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch)))
   first = None
   for _ in range(steps):
     records = []

@@ -63,7 +63,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.async_checkpoints = True
   c.block_every_step = False       # block on each step (simulated multi-device CPU runs)
   c.profile_steps = (0, 0)         # (first step, number of steps) traced to WORKDIR/profile
-  c.data = ml_collections.ConfigDict({"worker_count": 0, "read_threads": 4})
+  # Grain input: worker processes, read threads, records read ahead (0: 16 for training, one batch for evaluation)
+  c.data = ml_collections.ConfigDict({"worker_count": 0, "read_threads": 4, "prefetch": 0})
   c.allow_changes = ""             # resume: comma-separated keys (fnmatch) allowed to differ from the stored config
   return c
 
@@ -196,11 +197,11 @@ def stage_configs(config: ml_collections.ConfigDict, workdir: str) -> list[tuple
 HARMLESS_CHANGES = (
     "log_every", "eval_every", "eval_split", "checkpoint_every", "keep_checkpoints", "best_metric", "best_mode",
     "async_checkpoints", "block_every_step", "profile_steps", "remat", "mesh.*", "partition_rules",
-    "fsdp_min_size", "data.worker_count", "data.read_threads", "init_from.*", "allow_changes",
+    "fsdp_min_size", "data.worker_count", "data.read_threads", "data.prefetch", "init_from.*", "allow_changes",
     "per_device_batch_size", "lr_scaling", "reference_batch_size",
 )
 # Values of keys that configs stored before the key existed had implicitly.
-IMPLICIT_DEFAULTS = {"optimizer.lr_factor": 1.0}
+IMPLICIT_DEFAULTS = {"optimizer.lr_factor": 1.0, "data.prefetch": 0}
 
 
 def flatten(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:

@@ -1,12 +1,21 @@
 """The task contract every method implements, and the train state the engine carries.
 
 A task owns one or more NNX models (a dict: `{"model": ...}` for a supervised method, `{"generator": ...,
-"discriminator": ...}` for a GAN), one optax optimizer per trained model, and four functions:
+"discriminator": ...}` for a GAN), one optax optimizer per trained model, its data, and these functions:
 
   init(rng) -> TrainState                      provided here from `build_models` / `make_optimizers`
   train_step(state, batch) -> (state, metrics)  pure; default: one gradient step on `loss(models, batch, rng)`
   eval_step(state, batch) -> clu metrics.Collection
-  input_pipeline(split, process_index, process_count) -> iterable of host batches (dicts of numpy arrays)
+  source(split) -> random-access records        the task's reader of `split` (a Sequence of record dicts)
+  transforms(split) -> [grain transforms]       per-record augmentation ('train') or preprocessing (others)
+  input_pipeline(split, process_index, process_count) -> host batches: provided here (the engine owns input)
+
+The engine builds every pipeline from `source` and `transforms` and the config (`input_pipeline`): 'train' is
+the infinite, seeded (`config.seed`), shuffled and per-process-sharded `pipeline.train_dataset`, any other split
+one padded pass (`pipeline.eval_batches`, a boolean `valid` key); per-process batch
+`global_batch_size // process_count`; `data.worker_count`, `data.read_threads` and `data.prefetch` (optional).
+A task whose eval records differ in structure (e.g. Delocate's stage-1 fake/real pairs) returns a different
+source and transforms for that split; nothing else is needed.
 
 The NNX graph is split once (`__init__`) into a train-mode and an eval-mode graphdef per model; the state is a
 plain pytree (`TrainState`) that `jax.jit` shards, donates and checkpoints. Parameters matched by
@@ -17,7 +26,7 @@ from __future__ import annotations
 
 import abc
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import flax
 import jax
@@ -26,6 +35,7 @@ import ml_collections
 import optax
 from flax import nnx
 
+from common.data import pipeline
 from common.train import optim
 
 Metrics = dict[str, jax.Array]
@@ -61,7 +71,8 @@ def eval_view(model: nnx.Module) -> nnx.Module:
 
 class Task(abc.ABC):
   """Base class of a method's task. Subclasses implement `build_models`, `loss` (or `train_step`),
-  `eval_step` and `input_pipeline`; `predict` and `export_spec` make the task exportable."""
+  `eval_step`, `source` and `transforms` (the engine's `input_pipeline` builds the Grain pipelines from them);
+  `predict` and `export_spec` make the task exportable."""
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
@@ -93,8 +104,20 @@ class Task(abc.ABC):
     """A clu `metrics.Collection` for one (padded, `valid`-masked) batch."""
 
   @abc.abstractmethod
-  def input_pipeline(self, split: str, *, process_index: int = 0, process_count: int = 1):
-    """Host batches for `split` ('train': infinite grain IterDataset; others: one finite pass)."""
+  def source(self, split: str) -> Sequence[Mapping[str, Any]]:
+    """The random-access records of `split` (`len` and `[i]`: dicts of numpy arrays, an optional string `id`).
+
+    'train' is the training split, whatever the config names it; any other name is an evaluation split. Build
+    (and check) the index here, once per split (e.g. `functools.cache`): `input_pipeline` calls it at once, so
+    a bad split fails before the first batch is drawn."""
+
+  def transforms(self, split: str) -> list:
+    """Grain transforms applied per record, in order: the training augmentation for 'train', the evaluation
+    preprocessing otherwise (`grain.transforms.Map` / `RandomMap` or plain callables). None by default.
+    `RandomMap`s draw from the pipeline's seed (`config.seed` for 'train', 0 for evaluation) and the record's
+    position, so the draws are reproducible."""
+    del split
+    return []
 
   def predict(self, models: dict[str, nnx.Module], inputs: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     """Inference outputs from model inputs (eval mode); used by export and predict scripts."""
@@ -136,6 +159,28 @@ class Task(abc.ABC):
     return {n: optim.make_optimizer(self.config.optimizer, self.total_steps, per_epoch) for n in self.model_names}
 
   # ---------------------------------------------------------------- provided
+  def input_pipeline(self, split: str, *, process_index: int = 0, process_count: int = 1):
+    """Host batches of `split` for this process, built from `transforms(split)` and `source(split)` (in that
+    order: cheap config checks before the split is indexed). The loop's single entry point.
+
+    'train': an infinite `grain.IterDataset` (shuffled by `config.seed`, reshuffled every epoch, every record
+    once per epoch across processes; its iterator state is checkpointed). Other splits: one finite pass whose
+    last batch is padded to the static size, with a boolean `valid` key. Both yield dicts of numpy arrays with a
+    leading axis of `global_batch_size // process_count`; string `id`s are dropped. `data.worker_count` (train
+    only), `data.read_threads` and `data.prefetch` (read-ahead buffer; 0 or absent: 16 records for train, one
+    batch for evaluation) tune throughput, never the batches.
+    """
+    c = self.config
+    d = c.get("data") or {}
+    ops = self.transforms(split)
+    source = self.source(split)
+    batch_size = c.global_batch_size // process_count
+    kw = dict(batch_size=batch_size, transforms=ops, process_index=process_index, process_count=process_count,
+              read_threads=d.get("read_threads", 4), prefetch=d.get("prefetch", 0) or None)
+    if split == "train":
+      return pipeline.train_dataset(source, seed=c.seed, worker_count=d.get("worker_count", 0), **kw)
+    return pipeline.eval_batches(source, **kw)
+
   def key(self, seed) -> jax.Array:
     """A PRNG key of the configured implementation (`config.rng_impl`)."""
     return jax.random.key(seed, impl=self.rng_impl)
