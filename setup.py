@@ -1,8 +1,9 @@
 """Install the JAX/Flax forensics suite: `pip install -e ".[test]"`.
 
-TensorFlow (CPU build) is a deliberate dependency: clu's metric writers and progress reporting, and
-TFDS dataset *builders*, import it. It is imported lazily by the logging and builder modules only; the
-train step, the models and the Grain input pipelines never import it, and its GPU visibility is turned off.
+TensorFlow (CPU build) is a deliberate dependency: clu's metric writers and progress reporting import it. It is
+imported lazily by the logging modules only; the train step, the models, dataset preparation and the Grain input
+pipelines never import it, and its GPU visibility is turned off. Apache Beam (the `prepare` extra, in `test` so
+that CI runs the Beam preparation test) is only needed for `python -m common.data.prepare --runner=beam`.
 """
 import setuptools
 
@@ -13,7 +14,6 @@ setuptools.setup(
     python_requires=">=3.11",
     packages=setuptools.find_packages(
         include=["common*", "vilocal_jax*", "ncl_jax*", "msccnet_jax*", "delocate_jax*", "safepaint_jax*"]),
-    package_data={"common.data.tfds_builders": ["*/checksums.tsv", "*/README.md"]},
     install_requires=[
         "jax>=0.10,<0.12",
         "flax>=0.12.8",
@@ -21,7 +21,6 @@ setuptools.setup(
         "orbax-checkpoint>=0.12.8",
         "grain>=0.2.18",
         "tensorflow-datasets>=4.9.10",
-        "importlib_resources",  # needed by tensorflow-datasets' download_and_prepare
         "array-record>=0.8",
         "tensorflow-cpu>=2.20",
         "tensorboard>=2.20",  # clu's SummaryWriter imports it; tensorflow-cpu 2.21 no longer pulls it in
@@ -35,7 +34,9 @@ setuptools.setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.4", "dill"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.4", "dill", "apache-beam>=2.78"],
+        # Distributed dataset preparation (python -m common.data.prepare --runner=beam).
+        "prepare": ["apache-beam>=2.78"],
         # Only for reading official PyTorch `.pth` checkpoints in the converters' CLIs.
         "torch": ["torch>=2.1"],
     },

@@ -54,6 +54,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       verify="decode",          # index-time checks: 'header' (frame counts) or 'decode' (every frame, empty masks)
       on_error="raise",         # a bad video: 'raise', or 'skip' it when indexing (counted in the log)
       size=224, flip=True, worker_count=0, read_threads=4, prefetch=0,
+      format="folder", prepared_dir="",  # 'arrayrecord': the --out of python -m common.data.prepare
       # Cross-dataset test sets (roots in their own layouts); their readers are not part of the suite yet.
       cross_datasets=dict(celeb_df_v2="", dfdc="", dfd=""),
   ))

@@ -45,7 +45,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       flip=True,
       augment=True,            # the official rescale / crop / photometric / pad pipeline; False: resize + flip
       scale_range=(0.5, 2.0), cat_max_ratio=0.75, photometric=True, hsv_quirk=False,
-      worker_count=0, read_threads=4, prefetch=0))
+      worker_count=0, read_threads=4, prefetch=0,
+      format="folder", prepared_dir=""))  # 'arrayrecord': the --out of python -m common.data.prepare
   c.global_batch_size = 64
   c.reference_batch_size = 64 if variant == "paper" else 0  # the paper's batch, for --config.lr_scaling
   c.epochs = 30

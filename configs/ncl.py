@@ -52,7 +52,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       export_size=0,   # input size of exports / predict.py; 0: `size`
       verify="header",  # index-time checks: 'none', 'header' (sizes) or 'decode' (every file, empty masks)
       on_error="raise",  # a bad image / mask pair: 'raise', or 'skip' it when indexing (counted in the log)
-      hflip=True, worker_count=0, read_threads=4, prefetch=0))
+      hflip=True, worker_count=0, read_threads=4, prefetch=0,
+      format="folder", prepared_dir=""))  # 'arrayrecord': the --out of python -m common.data.prepare
   c.eval_split = "casia1"
   c.global_batch_size = 8
   c.reference_batch_size = 8 if variant == "paper" else 0  # the paper's batch, for --config.lr_scaling

@@ -41,7 +41,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       train_flip=False,       # random horizontal flips in training (the official code has none)
       verify="header",        # index-time checks: 'none', 'header' (sizes) or 'decode' (every file, empty masks)
       on_error="raise",       # a bad video: 'raise', or 'skip' it when indexing (counted in the log)
-      worker_count=0, read_threads=4, prefetch=0))
+      worker_count=0, read_threads=4, prefetch=0,
+      format="folder", prepared_dir=""))  # 'arrayrecord': the --out of python -m common.data.prepare
   c.global_batch_size = 2  # the official batch
   c.reference_batch_size = 2 if variant == "paper" else 0  # the paper's batch, for --config.lr_scaling
   c.eval_split = "test"

@@ -39,7 +39,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from common import metrics
-from common.data import demo, transforms
+from common.data import demo, prepared, transforms
 from common.data.faces import detection as face_detection
 from common.data.readers import FaceForensicsReader
 from common.data.readers.media import DataError
@@ -283,15 +283,21 @@ class DelocateTask(Task):
     """(training manipulations, cross-evaluation manipulations)."""
     d = self.config.data
     cross = tuple(d.cross_methods)
-    train = tuple(d.methods) or tuple(m for m in sorted(os.listdir(os.path.join(self._root(), "manipulated_sequences")))
-                                      if m not in cross)
+    available = (prepared.face_methods(prepared.dataset_dir(d, "faceforensics")) if prepared.use_prepared(d) else
+                 sorted(os.listdir(os.path.join(self._root(), "manipulated_sequences"))))
+    train = tuple(d.methods) or tuple(m for m in available if m not in cross)
     if set(train) & set(cross):
       raise ValueError(f"data.methods {train} and data.cross_methods {cross} overlap")
     return train, cross
 
   @functools.cache  # one index per split: `input_pipeline` builds it (and raises DataError) when called
   def _reader(self, split: str, methods: tuple[str, ...], real_per_method: bool) -> FaceForensicsReader:
-    d, root = self.config.data, self._root()
+    d = self.config.data
+    if prepared.use_prepared(d):
+      return prepared.PreparedFaces(
+          prepared.dataset_dir(d, "faceforensics", **{k: d[k] for k in prepared.FACE_OPTIONS}), split,
+          methods=methods, real_per_method=real_per_method)
+    root = self._root()
     boxes = face_detection.PrecomputedFaceBoxes(os.path.join(root, d.face_boxes)) if d.face_boxes else None
     return FaceForensicsReader(root, split, methods=methods, compression=d.compression,
                                frames_per_video=d.frames_per_video, crop_scale=d.crop_scale, face_boxes=boxes,

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from clu import metrics as clu_metrics
 
 from common import metrics
-from common.data import demo, transforms
+from common.data import demo, prepared, transforms
 from common.data.faces import detection as face_detection
 from common.data.readers import FaceForensicsReader
 from common.losses import segmentation
@@ -64,12 +64,17 @@ class MSCCNetTask(Task):
 
   @functools.cache  # one index per split: `input_pipeline` builds it (and raises DataError) when called
   def source(self, split: str) -> FaceForensicsReader:
-    d, root = self.config.data, self._root()
+    d = self.config.data
+    split_name = d.train_split if split == "train" else split
+    if prepared.use_prepared(d):
+      return prepared.PreparedFaces(
+          prepared.dataset_dir(d, "faceforensics", **{k: d[k] for k in prepared.FACE_OPTIONS}), split_name,
+          methods=tuple(d.methods) or None, real_per_method=split == "train")
+    root = self._root()
     methods = tuple(d.methods) or tuple(sorted(os.listdir(os.path.join(root, "manipulated_sequences"))))
     boxes = None
     if d.face_boxes:
       boxes = face_detection.PrecomputedFaceBoxes(os.path.join(root, d.face_boxes))
-    split_name = d.train_split if split == "train" else split
     return FaceForensicsReader(root, split_name, methods=methods, compression=d.compression,
                                frames_per_video=d.frames_per_video, crop_scale=d.crop_scale, face_boxes=boxes,
                                mask_source=d.mask_source, real_per_method=split == "train", verify=d.verify,

@@ -23,7 +23,7 @@ import optax
 from clu import metrics as clu_metrics
 
 from common import metrics
-from common.data import demo, perturbations, transforms
+from common.data import demo, prepared, perturbations, transforms
 from common.data.readers import ImageManipulationReader
 from common.losses import segmentation
 from common.train.task import Task
@@ -68,6 +68,8 @@ class NCLTask(Task):
   def _reader(self, split: str) -> ImageManipulationReader:
     """The reader of `data.sets[split]` (a JSON pair list or a Tp/Gt folder; "" = the demo corpus)."""
     d = self.config.data
+    if prepared.use_prepared(d):
+      return prepared.PreparedRecords(prepared.dataset_dir(d, "image_manipulation"), split)
     if split not in d.sets:
       raise ValueError(f"split {split!r} is not in config.data.sets {sorted(d.sets)}")
     path = d.sets[split]

@@ -28,7 +28,7 @@ from clu import metrics as clu_metrics
 
 from common import image_quality
 from common.data import masks as mask_lib
-from common.data import transforms
+from common.data import prepared, transforms
 from common.losses import gan, perceptual
 from common.nn import vgg as vgg_lib
 from common.train import optim
@@ -109,6 +109,10 @@ class SafePaintTask(Task):
   def source(self, split: str) -> data.ImageSource:
     """The images of `split`; with their masks (image i, mask i mod #masks) except in training."""
     d = self.config.data
+    if prepared.use_prepared(d):
+      return prepared.PreparedRecords(prepared.dataset_dir(d, "inpainting_images", size=d.size,
+                                                           mask_threshold=d.mask_threshold), split,
+                                      with_masks=split != "train")
     masks = "" if split == "train" else self._folder(split, "masks")
     return data.ImageSource(self._folder(split, "images"), d.size, masks, d.mask_threshold, verify=d.verify,
                             on_error=d.on_error)

@@ -19,7 +19,7 @@ from clu import metrics as clu_metrics
 from flax import nnx
 
 from common import metrics
-from common.data import demo, transforms
+from common.data import demo, prepared, transforms
 from common.data.readers import VideoInpaintingReader
 from common.losses import contrastive, segmentation
 from common.train.task import Task
@@ -64,10 +64,12 @@ class ViLocalTask(Task):
   @functools.cache  # one index per split: `input_pipeline` builds it (and raises DataError) when called
   def _reader(self, split: str, train: bool) -> VideoInpaintingReader:
     d = self.config.data
+    clips = dict(methods=tuple(d.methods) or None, clip_length=d.clip_length,
+                 clip_stride=d.clip_stride if train else d.eval_clip_stride, on_error=d.on_error)
+    if prepared.use_prepared(d):
+      return prepared.PreparedClips(prepared.dataset_dir(d, "video_inpainting"), split, **clips)
     root = d.root or os.path.join(demo.ensure_demo_corpus(), "video_inpainting")
-    return VideoInpaintingReader(root, split, methods=tuple(d.methods) or None, clip_length=d.clip_length,
-                                 clip_stride=d.clip_stride if train else d.eval_clip_stride,
-                                 verify=d.verify, on_error=d.on_error)
+    return VideoInpaintingReader(root, split, verify=d.verify, **clips)
 
   def steps_per_epoch(self) -> int:
     return max(len(self.source("train")) // self.config.global_batch_size, 1)

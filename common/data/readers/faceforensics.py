@@ -278,6 +278,11 @@ class FaceForensicsReader:
             f"compression={self.compression!r}, frames_per_video={self.frames_per_video}, "
             f"crop_scale={self.crop_scale}, mask_source={self.mask_source!r}, records={len(self)})")
 
+  def item_source(self, index: int) -> tuple[str, int, tuple, int]:
+    """(video path relative to root, frame, crop box (x0, y0, x1, y1), label) of record `index`, without decoding."""
+    item = self._items[index]
+    return os.path.relpath(item.video, self.root), item.frame, tuple(int(v) for v in item.box), item.label
+
   def __getitem__(self, index: int) -> dict:
     item = self._items[index]
     crop = self._crop(item.video, item)

@@ -284,7 +284,7 @@ def _seek(video: _OpenVideo, target: int) -> bool:
     _inexact_seek.add(video.path)
   if first:
     logging.warning("%s: the container does not seek to exact frames, so each read decodes from the start; "
-                    "prepared ArrayRecord shards (common/data/tfds_builders) give O(1) random access", video.path)
+                    "prepared ArrayRecord shards (python -m common.data.prepare) give O(1) random access", video.path)
   video.seekable = False
   video.capture.release()
   video.capture, video.position = _open_capture(video.path), 0

@@ -205,6 +205,12 @@ class VideoInpaintingReader:
             f"clip_length={self.clip_length}, clip_stride={self.clip_stride}, frame_step={self.frame_step}, "
             f"target={self.target!r}, videos={len(self._videos)}, clips={len(self)})")
 
+  def clip_source(self, index: int) -> tuple[str, int, tuple[str, ...]]:
+    """(video name, label, frame file names) of clip `index`, without decoding."""
+    video_index, start = self._clips[index]
+    video = self._videos[video_index]
+    return video.name, video.label, tuple(os.path.basename(video.frames[p]) for p in self._positions(start))
+
   def __getitem__(self, index: int) -> dict:
     video_index, start = self._clips[index]
     video = self._videos[video_index]

@@ -1,1 +1,0 @@
-"""TFDS builder package `ffpp_faces` (see ffpp_faces_dataset_builder.py)."""

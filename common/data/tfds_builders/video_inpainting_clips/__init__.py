@@ -1,1 +1,0 @@
-"""TFDS builder package `video_inpainting_clips` (see video_inpainting_clips_dataset_builder.py)."""
