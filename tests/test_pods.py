@@ -1,6 +1,7 @@
 """Pod readiness without a pod: the global batch from `per_device_batch_size` on the 4-device CPU mesh, the one
-divisibility check, learning-rate scaling reaching the optimizers, the resume guard refusing a device count that
-changes the batch, and every method's paper train step lowered for TPU and GPU from this CPU host."""
+divisibility check (gradient-accumulation micro-batches included), learning-rate scaling reaching the optimizers,
+the resume guard refusing a device count that changes the batch, and every stage of every method's paper train
+step lowered for TPU and GPU from this CPU host."""
 import math
 import os
 import re
@@ -66,6 +67,25 @@ def test_a_batch_that_does_not_divide_over_the_devices_is_one_clear_error():
     config_lib.resolve_batch(config(global_batch_size=6), {"data": 6, "fsdp": 1}, process_count=4)
   assert str(error.value) == ("global_batch_size 6 does not divide over the 4 processes: set global_batch_size to "
                               "a multiple of 4, or per_device_batch_size")
+
+
+def test_each_accumulated_micro_batch_must_divide_over_the_devices():
+  """grad_accum_steps k cuts the global batch into k micro-batches, each split over the data-parallel devices."""
+  with pytest.raises(ValueError) as error:  # 8 / 4 = micro-batches of 2 on 4 devices
+    loop.sharded_setup(config(global_batch_size=8, grad_accum_steps=4))
+  assert str(error.value) == (
+      "global_batch_size 8 with grad_accum_steps 4 gives micro-batches of 2, which do not divide over the 4 "
+      "data-parallel devices (mesh data=4): set global_batch_size to a multiple of 16 (4 micro-batches x 4 "
+      "devices), per_device_batch_size to a multiple of 4, or a grad_accum_steps that divides 2")
+  with pytest.raises(ValueError, match=re.escape("global_batch_size 12 with grad_accum_steps 8 gives micro-batches "
+                                                 "of 1.5, which do not divide over the 2 data-parallel devices")):
+    config_lib.resolve_batch(config(global_batch_size=12, grad_accum_steps=8), {"data": 2, "fsdp": 1})
+  with pytest.raises(ValueError, match="grad_accum_steps must be at least 1, got 0"):
+    config_lib.resolve_batch(config(grad_accum_steps=0), {"data": 4, "fsdp": 1})
+  task, *_ = loop.sharded_setup(config(global_batch_size=16, grad_accum_steps=4))  # micro-batches of 4: 1 each
+  assert task.config.global_batch_size == 16
+  task, *_ = loop.sharded_setup(toy(per_device_batch_size=4, grad_accum_steps=2, **{"mesh.data": 2, "mesh.fsdp": 2}))
+  assert task.config.global_batch_size == 16  # 4 x 4 devices, micro-batches of 8
 
 
 # ------------------------------------------------------------------------------------------- learning rates
@@ -185,14 +205,22 @@ def tiny_corpus(tmp_path_factory):
   return out
 
 
-def export_paper_train_step(method: str, corpus: str, platforms=("tpu", "cuda")):
-  """(task, jax.export.Exported) of `configs/<method>.py:paper`'s train step (its first stage; ViLocal with one
-  block per stage, see `REDUCED`), lowered for `platforms` from abstract state and batch: nothing is compiled or
-  allocated at paper size. The config and the batch's shapes and dtypes come as the train-step harness
-  (`benchmarks/train_step.py`) takes them: `load_config` and one batch of the task's own input pipeline."""
+def paper_stages(method: str) -> list[str | None]:
+  """The stages of `configs/<method>.py:paper` ([None]: a single-stage config)."""
+  import importlib
+  names = importlib.import_module(f"configs.{method}").get_config("paper").get("run_stages", "")
+  return names.split(",") if names else [None]
+
+
+def export_paper_train_step(method: str, corpus: str, platforms=("tpu", "cuda"), stage: str | None = None):
+  """(task, jax.export.Exported) of `configs/<method>.py:paper`'s train step (`stage` of a two-stage config,
+  default its first; ViLocal with one block per stage, see `REDUCED`), lowered for `platforms` from abstract state
+  and batch: nothing is compiled or allocated at paper size. The config and the batch's shapes and dtypes come as
+  the train-step harness (`benchmarks/train_step.py`) takes them: `load_config` and one batch of the task's own
+  input pipeline."""
   from benchmarks import train_step
   overrides = [o.format(corpus=corpus) for o in PAPER_DATA[method]] + REDUCED.get(method, [])
-  config = train_step.load_config(method, "paper", None, overrides)
+  config = train_step.load_config(method, "paper", stage, overrides)
   task = config_lib.build_task(config)
   host_batch = next(iter(task.input_pipeline("train")))  # as the harness takes its batch: shapes and dtypes only
   batch = {k: jax.ShapeDtypeStruct(np.shape(v), jax.dtypes.canonicalize_dtype(np.asarray(v).dtype))
@@ -201,14 +229,16 @@ def export_paper_train_step(method: str, corpus: str, platforms=("tpu", "cuda"))
   return task, jax.export.export(jax.jit(task.train_step), platforms=platforms)(state, batch)
 
 
-@pytest.mark.slow  # tracing the paper networks: 10-40 s per method on 2 cores
-@pytest.mark.parametrize("method", sorted(PAPER_DATA))
-def test_paper_train_step_lowers_for_tpu_and_gpu(method, tiny_corpus):
-  """Accelerator readiness from a CPU host: the paper train step (paper model, batch and input size) lowers to
-  StableHLO for TPU and CUDA, and no CPU-only code path is baked in (the depthwise convolutions of ViLocal's
-  UniFormer stay XLA grouped convolutions there; on CPU they are a shift-and-add, see the next test)."""
-  task, exported = export_paper_train_step(method, tiny_corpus)
+@pytest.mark.slow  # tracing the paper networks: 5-25 s per method and stage on 2 cores
+@pytest.mark.parametrize("method, stage", [(m, s) for m in sorted(PAPER_DATA) for s in paper_stages(m)])
+def test_paper_train_step_lowers_for_tpu_and_gpu(method, stage, tiny_corpus):
+  """Accelerator readiness from a CPU host: the paper train step (paper model, batch and input size) of every
+  stage lowers to StableHLO for TPU and CUDA, and no CPU-only code path is baked in (the depthwise convolutions of
+  ViLocal's UniFormer stay XLA grouped convolutions there; on CPU they are a shift-and-add, see the next test)."""
+  task, exported = export_paper_train_step(method, tiny_corpus, stage=stage)
   assert exported.platforms == ("tpu", "cuda")
+  if stage == "stage2":
+    assert task.config.stage == 2 and task.config.freeze  # the localization step, its stage-1 part frozen
   text = exported.mlir_module()
   assert "stablehlo.convolution" in text or "stablehlo.dot_general" in text
   if method == "vilocal":

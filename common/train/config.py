@@ -79,7 +79,8 @@ def resolve_batch(config: ml_collections.ConfigDict, mesh_shape: Mapping[str, in
   Global batch: `per_device_batch_size` x the data-parallel devices of `mesh_shape` ({'data': d, 'fsdp': f}; the
   batch is split over both) when `per_device_batch_size > 0`, else `global_batch_size`; a non-zero
   `global_batch_size` that disagrees with it is an error. With `mesh_shape` the global batch must divide over
-  the data-parallel devices and over `process_count` processes (`mesh.check_batch_divides`).
+  the data-parallel devices and over `process_count` processes, and each of the `grad_accum_steps` micro-batches
+  over the data-parallel devices (`mesh.check_batch_divides`).
   Learning rate: `lr_scaling` 'linear' / 'sqrt' gives the factor global / reference (or its square root), the
   reference being `reference_batch_size` or, when 0, the configured `global_batch_size`; 'none' gives 1.
   The copy holds `global_batch_size` (resolved), `per_device_batch_size = 0` (folded into it: the copy resolves
@@ -105,7 +106,8 @@ def resolve_batch(config: ml_collections.ConfigDict, mesh_shape: Mapping[str, in
   if not global_batch:
     raise ValueError("global_batch_size is 0 and per_device_batch_size is 0: set one of them")
   if mesh_shape is not None:
-    mesh_lib.check_batch_divides(global_batch, mesh_shape, process_count)
+    mesh_lib.check_batch_divides(global_batch, mesh_shape, process_count,
+                                 int(config.get("grad_accum_steps", 1)))
   scaling = str(config.get("lr_scaling", "none") or "none")
   if scaling not in LR_SCALINGS:
     raise ValueError(f"lr_scaling must be one of {LR_SCALINGS}, got {scaling!r}")
@@ -201,7 +203,7 @@ HARMLESS_CHANGES = (
     "per_device_batch_size", "lr_scaling", "reference_batch_size",
 )
 # Values of keys that configs stored before the key existed had implicitly.
-IMPLICIT_DEFAULTS = {"optimizer.lr_factor": 1.0, "data.prefetch": 0}
+IMPLICIT_DEFAULTS = {"optimizer.lr_factor": 1.0, "data.prefetch": 0, "data.format": "folder", "data.prepared_dir": ""}
 
 
 def flatten(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:

@@ -62,14 +62,26 @@ def describe(shape: Mapping[str, int] | jax.sharding.Mesh) -> str:
 
 
 def check_batch_divides(global_batch_size: int, shape: Mapping[str, int] | jax.sharding.Mesh,
-                        process_count: int = 1) -> None:
+                        process_count: int = 1, grad_accum_steps: int = 1) -> None:
   """The engine's one check that the global batch splits evenly over the data-parallel devices and the processes
-  (each process reads `global_batch_size // process_count` examples; each device gets an equal share)."""
+  (each process reads `global_batch_size // process_count` examples; each device gets an equal share), and, with
+  `grad_accum_steps = k > 1`, that each of the k micro-batches (`global_batch_size / k`, `Task.grads`) splits
+  evenly over the data-parallel devices too: the global batch must be a multiple of k x the devices."""
   devices = data_parallel_size(shape)
+  k = int(grad_accum_steps)
+  if k < 1:
+    raise ValueError(f"grad_accum_steps must be at least 1, got {grad_accum_steps}")
   if global_batch_size <= 0 or global_batch_size % devices:
     raise ValueError(
         f"global_batch_size {global_batch_size} does not divide over the {devices} data-parallel devices "
         f"(mesh {describe(shape)}): set global_batch_size to a multiple of {devices}, or per_device_batch_size")
+  if global_batch_size % (k * devices):
+    raise ValueError(
+        f"global_batch_size {global_batch_size} with grad_accum_steps {k} gives micro-batches of "
+        f"{global_batch_size / k:g}, which do not divide over the {devices} data-parallel devices "
+        f"(mesh {describe(shape)}): set global_batch_size to a multiple of {k * devices} ({k} micro-batches x "
+        f"{devices} devices), per_device_batch_size to a multiple of {k}, or a grad_accum_steps that divides "
+        f"{global_batch_size // devices}")
   if global_batch_size % process_count:
     raise ValueError(
         f"global_batch_size {global_batch_size} does not divide over the {process_count} processes: set "
