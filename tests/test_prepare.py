@@ -3,7 +3,6 @@ it resumes, refuses changed inputs, skips or names bad sources; every method rea
 import itertools
 import json
 import os
-import shutil
 import subprocess
 import sys
 

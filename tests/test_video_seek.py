@@ -7,20 +7,20 @@ import pytest
 
 from common.data.readers import media
 
-FRAMES = 90
+FRAMES = 600
 
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
-  """An MPEG-4 video whose frames differ everywhere (a keyframe every 12 frames, FFmpeg's default), and the
-  frames a full sequential decode returns."""
+  """An MPEG-4 video whose frames differ everywhere (a keyframe every 12 frames, FFmpeg's default), long enough
+  for gaps beyond `media.SEEK_MIN_GAP`, and the frames a full sequential decode returns."""
   path = str(tmp_path_factory.mktemp("seek") / "clip.mp4")
-  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 48))
+  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 25, (32, 24))
   rng = np.random.default_rng(0)
-  base = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+  base = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
   for i in range(FRAMES):
     frame = np.roll(base, 3 * i, axis=1)
-    cv2.putText(frame, str(i), (2, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 255, 255), 3)
+    cv2.putText(frame, str(i), (1, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
     writer.write(frame)
   writer.release()
   capture, decoded = cv2.VideoCapture(path), []
@@ -67,11 +67,12 @@ def test_random_reads_return_the_exact_frames_and_decode_only_their_own(video, c
   path, decoded = video
   opened, open_capture = captures
   monkeypatch.setattr(media, "_open_capture", open_capture)
-  for indices in ([70], [5], [60, 61], [89, 0], [30], [30, 31, 44]):
+  for indices in ([520], [5], [300, 301], [599, 0], [30], [30, 31, 44], [100]):
     np.testing.assert_array_equal(media.read_video_frames(path, indices), decoded[indices], err_msg=str(indices))
   (capture,) = opened  # one capture, kept open, moved by seeks
-  # one grab per returned frame, plus the 13 decoded to go from frame 31 to 44 (gap of 12: not worth a seek)
-  assert capture.grabs == 1 + 1 + 2 + 2 + 1 + 3 + 12
+  # one grab per returned frame, plus the frames decoded over forward gaps up to SEEK_MIN_GAP (250) rather than
+  # sought: 12 from frame 32 to 44 and 55 from 45 to 100
+  assert capture.grabs == 1 + 1 + 2 + 2 + 1 + (1 + 1 + 13) + (55 + 1)
   assert not media._inexact_seek
 
 
@@ -81,13 +82,13 @@ def test_a_container_that_does_not_seek_exactly_is_decoded_and_named_once(video,
   monkeypatch.setattr(media, "_open_capture", lambda p: open_capture(p, seeks=False))
   warnings = []
   monkeypatch.setattr(media.logging, "warning", lambda *args: warnings.append(args))
-  np.testing.assert_array_equal(media.read_video_frames(path, [50]), decoded[[50]])
+  np.testing.assert_array_equal(media.read_video_frames(path, [300]), decoded[[300]])
   np.testing.assert_array_equal(media.read_video_frames(path, [20, 80]), decoded[[20, 80]])
   assert media._inexact_seek == {path}
   assert len(warnings) == 1 and warnings[0][1] == path and "ArrayRecord" in warnings[0][0]
-  # the failed seek reopens the video, which decodes 51 frames for frame 50; frame 20 lies behind: a fresh capture
-  # decodes 21, and 60 more reach frame 80
-  assert [c.grabs for c in opened] == [0, 51, 81]
+  # the failed seek reopens the video, which decodes 301 frames for frame 300; frame 20 lies behind: a fresh
+  # capture decodes 21, and 60 more reach frame 80
+  assert [c.grabs for c in opened] == [0, 301, 81]
 
 
 def test_reading_past_the_end_names_the_video(video, captures):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import threading
 from typing import Optional, Sequence
 
 import numpy as np
@@ -24,6 +25,7 @@ import numpy as np
 from common.data.readers import DataError
 
 FORMATS = ("folder", "arrayrecord")
+_OPEN_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=8)
@@ -89,8 +91,15 @@ class _Units:
 
   def __getitem__(self, index: int) -> dict:
     if self._source is None:
-      import tensorflow_datasets as tfds
-      self._source = tfds.builder_from_directory(self.prepared_dir).as_data_source(self.split)
+      # Grain's read threads: tensorflow_datasets imports lazily (etils), and first imports from two threads at
+      # once deadlock. One thread opens the source and reads a record, which imports what decoding needs.
+      with _OPEN_LOCK:
+        if self._source is None:
+          import tensorflow_datasets as tfds
+          source = tfds.builder_from_directory(self.prepared_dir).as_data_source(self.split)
+          if len(source):
+            source[0]
+          self._source = source
     example = self._source[index]
     identifier = example["id"]
     return {"image": np.array(example["image"], np.uint8), "mask": np.array(example["mask"], np.uint8),

@@ -22,6 +22,7 @@ Engine fields of a config (every method config has them; see common/train/config
 from __future__ import annotations
 
 import logging
+import itertools
 import os
 import queue
 import re
@@ -32,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 
 from common.train import checkpoint as ckpt_lib
 from common.train import config as config_lib
@@ -113,6 +115,29 @@ class _StopSignal:
     del frame
     logging.warning("signal %d received: saving a checkpoint and stopping", signum)
     self.received = True
+
+
+class _InStep:
+  """A jitted function that, in a multi-process run, is compiled for its first arguments and then waits for every
+  process before it first runs. Processes finish compiling at different times, and a CPU (gloo) communicator,
+  formed at an executable's first collective, gives the late ones 30 s. One process: the jitted function."""
+
+  def __new__(cls, jitted, name: str):
+    if jax.process_count() == 1:
+      return jitted
+    self = super().__new__(cls)
+    self.jitted, self.name, self.compiled = jitted, name, None
+    return self
+
+  _barriers = itertools.count()  # every process compiles the same functions in the same order
+
+  def __call__(self, *args):
+    if self.compiled is None:
+      self.compiled = self.jitted.lower(*args).compile()
+      # The coordination service's barrier (no collective, so no communicator deadline).
+      ocp.multihost.get_barrier_sync_fn()(key=f"compiled {self.name} #{next(self._barriers)}",
+                                          timeout_ms=3_600_000)
+    return self.compiled(*args)
 
 
 def _abstract_with(abstract, shardings):
@@ -258,11 +283,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer = writers.create_writer(workdir)
     _log_parameters(state)
 
-    train_step = jax.jit(_tracking_first_non_finite(task.train_step), in_shardings=(state_sh, batch_sh, repl),
-                         out_shardings=(state_sh, repl, repl), donate_argnums=0)
-    eval_step = jax.jit(task.eval_step, in_shardings=(state_sh, batch_sh))
+    train_step = _InStep(jax.jit(_tracking_first_non_finite(task.train_step), in_shardings=(state_sh, batch_sh, repl),
+                                 out_shardings=(state_sh, repl, repl), donate_argnums=0), "train_step")
+    eval_step = _InStep(jax.jit(task.eval_step, in_shardings=(state_sh, batch_sh)), "eval_step")
     # Jitted: run eagerly, a generator's forward pass compiles op by op (SafePaint's smoke run: 35 s of 106).
-    summaries = jax.jit(task.image_summaries, in_shardings=(state_sh, batch_sh))
+    summaries = _InStep(jax.jit(task.image_summaries, in_shardings=(state_sh, batch_sh)), "image_summaries")
 
     def run_eval(step: int) -> dict[str, float]:
       metrics = evaluate(task, eval_step, state, batch_sh, config.eval_split, writer, step, summaries)
