@@ -34,9 +34,13 @@ setuptools.setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.4", "dill", "apache-beam>=2.78"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.4", "dill", "apache-beam>=2.78",
+                 "imageio-ffmpeg>=0.5"],
         # Distributed dataset preparation (python -m common.data.prepare --runner=beam).
         "prepare": ["apache-beam>=2.78"],
+        # The FF++-shaped benchmark set (benchmarks/ffpp_shaped.py): a static ffmpeg with libx264 (OpenCV's wheel
+        # encodes only mp4v). In `test` too, so that CI builds a tiny one.
+        "bench": ["imageio-ffmpeg>=0.5"],
         # Only for reading official PyTorch `.pth` checkpoints in the converters' CLIs.
         "torch": ["torch>=2.1"],
     },
