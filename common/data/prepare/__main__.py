@@ -30,6 +30,7 @@ _BOXES = flags.DEFINE_string("face_boxes", None, "faceforensics: precomputed fac
 _PRISTINE = flags.DEFINE_bool("include_pristine", None, "video_inpainting: store pristine videos (default true)")
 _GT_SUFFIX = flags.DEFINE_string("gt_suffix", None, "image_manipulation: mask stem suffix, e.g. _gt for CASIA")
 _SIZE = flags.DEFINE_integer("size", None, "inpainting_images: image side after resizing (default 256)")
+_THRESHOLD = flags.DEFINE_integer("mask_threshold", None, "inpainting_images: resized mask > this is a hole (0)")
 _ON_ERROR = flags.DEFINE_enum("on_error", None, ["raise", "skip"], "a bad source: stop, or skip it (in manifest)")
 
 
@@ -41,7 +42,7 @@ def main(argv):
       raise ValueError(f"--{flag.name} is required")
   given = {name: flags.FLAGS[name].value for name in ("methods", "compression", "frames_per_video", "crop_scale",
                                                        "mask_source", "face_boxes", "include_pristine", "gt_suffix",
-                                                       "size", "on_error")
+                                                       "size", "mask_threshold", "on_error")
            if flags.FLAGS[name].value is not None}
   if "methods" in given:
     given["methods"] = tuple(given["methods"])
