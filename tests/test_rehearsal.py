@@ -23,12 +23,7 @@ OVERRIDES = {"run_stages": "stage1", "rng_impl": "threefry2x32", "checkpoint_eve
 def smoke(root: str):
   c = vilocal_configs.get_config("smoke")
   c.data.root = root
-  for key, value in OVERRIDES.items():
-    target = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
+  c.update_from_flattened_dict(OVERRIDES)
   return c
 
 
