@@ -113,35 +113,8 @@ def ensure_ffpp_shaped(path: str = "") -> str:
 def load_config(method: str, variant: str, stage: str | None, overrides: dict, sets: Sequence[str] = ()):
   """`configs/<method>.py:<variant>` (stage `stage`, default the first) with `overrides` (key -> value), then
   `sets` ('key=value', the value parsed as a Python literal), applied."""
-  import ast
-  import importlib.util
-  import tempfile
-  from common.train import config as config_lib
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", f"{method}.py")
-  spec = importlib.util.spec_from_file_location(f"configs_{method}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  stages = config_lib.stage_configs(module.get_config(variant), tempfile.mkdtemp(prefix="input_bench_"))
-  names = [name for name, _, _ in stages]
-  if stage is not None and stage not in names:
-    raise ValueError(f"--stage: {method}:{variant} has stages {names}, not {stage!r}")
-  config = next(c for name, c, _ in stages if stage in (None, name))
-  items = list(overrides.items())
-  for item in sets:
-    key, sep, value = item.partition("=")
-    if not sep:
-      raise ValueError(f"--set {item!r}: expected key=value")
-    try:
-      items.append((key, ast.literal_eval(value)))
-    except (ValueError, SyntaxError):
-      items.append((key, value))
-  for key, value in items:
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  from benchmarks import method_config
+  return method_config.load(method, variant, stage, [f"{k}={v!r}" for k, v in overrides.items()] + list(sets))
 
 
 # ----------------------------------------------------------------------------------------------- prepared

@@ -15,10 +15,8 @@ device's `peak_bytes_in_use` where the backend reports it, else the process's pe
 """
 from __future__ import annotations
 
-import ast
 import collections
 import glob
-import importlib.util
 import json
 import os
 import re
@@ -30,7 +28,8 @@ from absl import app, flags
 import jax
 import numpy as np
 
-from common.train import config as config_lib, loop, mesh as mesh_lib
+from benchmarks import method_config
+from common.train import loop, mesh as mesh_lib
 
 _METHOD = flags.DEFINE_string("method", None, "vilocal, msccnet, ncl, safepaint or delocate", required=True)
 _CONFIG = flags.DEFINE_string("config", "paper", "config variant of configs/<method>.py")
@@ -57,28 +56,9 @@ PEAK_TFLOPS = {
 
 
 def load_config(method: str, variant: str, stage: str | None, overrides: list[str]):
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", f"{method}.py")
-  spec = importlib.util.spec_from_file_location(f"configs_{method}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(variant)
-  stages = config_lib.stage_configs(config, tempfile.mkdtemp(prefix="bench_"))
-  names = [name for name, _, _ in stages]
-  if stage is not None and stage not in names:
-    raise ValueError(f"{method}:{variant} has stages {names}, not {stage!r}")
-  config = next(c for name, c, _ in stages if stage in (None, name))
-  config.init_from = {}  # random weights: a benchmark does not need the previous stage's checkpoint
-  for item in overrides:
-    key, _, value = item.partition("=")
-    try:
-      parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      parsed = value
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = parsed
+  """`method_config.load`, with random weights: a benchmark does not need the previous stage's checkpoint."""
+  config = method_config.load(method, variant, stage, overrides)
+  config.init_from = {}
   return config
 
 

@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from common.data.readers import DataError
+from common.data.readers.media import ErrorPolicy
 
 FORMATS = ("folder", "arrayrecord")
 _OPEN_LOCK = threading.Lock()
@@ -65,6 +66,11 @@ def dataset_dir(data, family: str, **expected) -> str:
 
 
 FACE_OPTIONS = ("compression", "frames_per_video", "crop_scale", "mask_source", "face_boxes")  # data.* = prepare's
+
+
+def faces_dir(data) -> str:
+  """`dataset_dir` of a faceforensics preparation, checked against the config's `FACE_OPTIONS`."""
+  return dataset_dir(data, "faceforensics", **{k: data[k] for k in FACE_OPTIONS})
 
 
 def face_methods(prepared_dir: str) -> list[str]:
@@ -160,7 +166,6 @@ class PreparedClips(_View):
   def __init__(self, prepared_dir: str, split: str, *, methods: Optional[Sequence[str]] = None,
                clip_length: int = 5, clip_stride: int = 1, frame_step: int = 1, target: str = "middle",
                include_pristine: bool = False, on_error: str = "raise"):
-    from common.data.readers.media import ErrorPolicy
     super().__init__(prepared_dir, _splits(split))
     if target not in ("middle", "all"):
       raise ValueError(f"target must be 'middle' or 'all', got {target!r}")

@@ -21,8 +21,8 @@ Engine fields of a config (every method config has them; see common/train/config
 """
 from __future__ import annotations
 
-import logging
 import itertools
+import logging
 import os
 import queue
 import re

@@ -251,9 +251,3 @@ def resolve_options(fam: Family, given: dict) -> dict:
   return options
 
 
-def check_policy_skip(options: dict, error: DataError, skipped: list) -> None:
-  """Re-raises `error` with on_error='raise', else records it in `skipped`."""
-  if options["on_error"] == "raise":
-    raise error
-  skipped.append((error.path, error.problem))
-

@@ -19,6 +19,7 @@ import numpy as np
 
 from common.data.prepare import families
 from common.data.readers import DataError
+from common.data.readers.media import ErrorPolicy
 
 RECORD_OPTIONS = "group_size:1"  # ArrayRecord: one record per chunk, for O(1) random access (as TFDS writes)
 LABEL_NAMES = ("real", "fake")
@@ -104,8 +105,8 @@ def write_shard(task: ShardTask) -> dict:
   serializer = example_serializer.ExampleSerializer(feats.get_serialized_info())
   plan = load_plan(task.plan_file)
   unit = families.family(task.family).unit
-  options = {"on_error": task.on_error}
-  units, skipped = [], []
+  policy = ErrorPolicy(task.on_error)
+  units = []
   tmp = f"{task.path}.tmp-{os.getpid()}"
   writer = array_record_module.ArrayRecordWriter(tmp, RECORD_OPTIONS)
   try:
@@ -119,7 +120,7 @@ def write_shard(task: ShardTask) -> dict:
           encoded.append((serializer.serialize_example(feats.encode_example(example)),
                           [key, int(example["label"]), extra]))
       except DataError as e:
-        families.check_policy_skip(options, e, skipped)
+        policy.handle(e)
         continue
       for record, meta in encoded:
         writer.write(record)
@@ -130,6 +131,6 @@ def write_shard(task: ShardTask) -> dict:
     raise
   writer.close()
   os.replace(tmp, task.path)
-  meta = {"units": units, "skipped": skipped}
+  meta = {"units": units, "skipped": policy.skipped}
   _write_json(task.meta_path, meta)
   return meta

@@ -1,0 +1,38 @@
+"""The config a benchmark runs: `configs/<method>.py:<variant>`, one stage of it, with key=value overrides."""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import tempfile
+from typing import Sequence
+
+from common.train import config as config_lib
+
+
+def load(method: str, variant: str, stage: str | None, overrides: Sequence[str]):
+  """`configs/<method>.py:<variant>`'s stage `stage` (default its first) with `overrides` ('key=value', the value
+  parsed as a Python literal, else taken as a string) applied in order."""
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", f"{method}.py")
+  spec = importlib.util.spec_from_file_location(f"configs_{method}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  stages = config_lib.stage_configs(module.get_config(variant), tempfile.mkdtemp(prefix="bench_"))
+  names = [name for name, _, _ in stages]
+  if stage is not None and stage not in names:
+    raise ValueError(f"--stage: {method}:{variant} has stages {names}, not {stage!r}")
+  config = next(c for name, c, _ in stages if stage in (None, name))
+  for item in overrides:
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise ValueError(f"--set {item!r}: expected key=value")
+    try:
+      parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      parsed = value
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = parsed
+  return config
