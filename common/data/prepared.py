@@ -131,6 +131,7 @@ def _splits(split: str) -> list[str]:
   return split.split("+")
 
 
+@functools.lru_cache(maxsize=16)  # shared, read-only: each view of a split (train, eval, stages) looks keys up
 def _key_index(prepared_dir: str, split: str) -> dict[str, int]:
   return {key: i for i, key in enumerate(split_index(prepared_dir, split)["keys"])}
 
