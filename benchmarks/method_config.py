@@ -10,9 +10,10 @@ from typing import Sequence
 from common.train import config as config_lib
 
 
-def load(method: str, variant: str, stage: str | None, overrides: Sequence[str]):
+def load(method: str, variant: str, stage: str | None, overrides: Sequence[str], random_weights: bool = False):
   """`configs/<method>.py:<variant>`'s stage `stage` (default its first) with `overrides` ('key=value', the value
-  parsed as a Python literal, else taken as a string) applied in order."""
+  parsed as a Python literal, else taken as a string) applied in order. `random_weights` first clears `init_from`
+  (no previous stage's checkpoint), so an override can still set it (SafePaint's VGG check reads it)."""
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", f"{method}.py")
   spec = importlib.util.spec_from_file_location(f"configs_{method}", path)
   module = importlib.util.module_from_spec(spec)
@@ -22,6 +23,8 @@ def load(method: str, variant: str, stage: str | None, overrides: Sequence[str])
   if stage is not None and stage not in names:
     raise ValueError(f"--stage: {method}:{variant} has stages {names}, not {stage!r}")
   config = next(c for name, c, _ in stages if stage in (None, name))
+  if random_weights:
+    config.init_from = {}
   for item in overrides:
     key, sep, value = item.partition("=")
     if not sep:

@@ -57,9 +57,7 @@ PEAK_TFLOPS = {
 
 def load_config(method: str, variant: str, stage: str | None, overrides: list[str]):
   """`method_config.load`, with random weights: a benchmark does not need the previous stage's checkpoint."""
-  config = method_config.load(method, variant, stage, overrides)
-  config.init_from = {}
-  return config
+  return method_config.load(method, variant, stage, overrides, random_weights=True)
 
 
 _INSTRUCTION_OP = re.compile(r"%([\w.-]+) = [^\n]*?metadata=\{op_name=\"([^\"]*)\"")
