@@ -2,7 +2,7 @@
 
   python -m benchmarks.input_pipeline --method msccnet [--config paper] [--stage S] [--format folder|arrayrecord]
       [--workers N] [--read_threads T] [--prefetch P] [--batches K] [--repeats R] [--warmup W] [--batch_size B]
-      [--data_root DIR] [--prepared_dir DIR] [--work_dir DIR] [--set key=value ...] [--breakdown N]
+      [--data_root DIR] [--prepared_dir DIR] [--work_dir DIR] [--face_size N] [--set key=value ...] [--breakdown N]
 
 Builds the method's task from `configs/<method>.py:<config>` (one stage of a two-stage config, default the first)
 and times `Task.input_pipeline('train')`, the pipeline training reads: the task's source, its own transforms at
@@ -70,6 +70,8 @@ def define_flags() -> None:
   flags.DEFINE_string("prepared_dir", "", "a prepared set for --format arrayrecord (default: prepared here into "
                       "--work_dir)")
   flags.DEFINE_string("work_dir", "", "where prepared sets are kept (default: <cache>/input_bench)")
+  flags.DEFINE_integer("face_size", 0, "faces prepared here for --format arrayrecord: stored resized to N x N "
+                       "(prepare's --face_size; Delocate: its input size, 224)")
   flags.DEFINE_integer("prepare_workers", 0, "processes of the preparation (0: in process)")
   flags.DEFINE_multi_string("set", [], "config override key=value (value parsed as a Python literal)")
   flags.DEFINE_integer("breakdown", 0, "also time N records one by one: source read and each transform")
@@ -118,7 +120,7 @@ def load_config(method: str, variant: str, stage: str | None, overrides: dict, s
 
 
 # ----------------------------------------------------------------------------------------------- prepared
-def prepare_request(method: str, config) -> tuple[str, str, dict, list[str]]:
+def prepare_request(method: str, config, face_size: int = 0) -> tuple[str, str, dict, list[str]]:
   """(family, root, options, splits) that `common.data.prepare` needs for `config`'s training split."""
   from common.data import demo, prepared
   d, family = config.data, FAMILIES[method]
@@ -127,6 +129,8 @@ def prepare_request(method: str, config) -> tuple[str, str, dict, list[str]]:
   if family == "faceforensics":
     options = {k: d[k] for k in prepared.FACE_OPTIONS}
     options["methods"] = tuple(d.methods)
+    if face_size:
+      options["face_size"] = face_size
     return family, d.root or corpus("faces"), options, splits
   if family == "video_inpainting":
     return family, d.root or corpus("video_inpainting"), {"methods": tuple(d.methods)}, splits
@@ -142,11 +146,11 @@ def prepare_request(method: str, config) -> tuple[str, str, dict, list[str]]:
   raise ValueError(f"unknown family {family!r}")
 
 
-def ensure_prepared(method: str, config, work_dir: str, workers: int) -> tuple[str, dict | None]:
+def ensure_prepared(method: str, config, work_dir: str, workers: int, face_size: int = 0) -> tuple[str, dict | None]:
   """A prepared set for `config` under `work_dir` (named by a digest of the request), prepared when missing;
   returns its folder and, when prepared now, the preparation's summary (wall time, records/s)."""
   from common.data import prepare
-  family, root, options, splits = prepare_request(method, config)
+  family, root, options, splits = prepare_request(method, config, face_size)
   request = json.dumps([family, os.path.abspath(root), options, splits, prepare.source_summary(root)["digest"]],
                        sort_keys=True, default=list)
   out = os.path.join(work_dir, f"{method}-{family}-{hashlib.sha1(request.encode()).hexdigest()[:12]}")
@@ -246,8 +250,8 @@ def breakdown(task, count: int, top: int) -> dict:
 def run(method: str, variant: str = "paper", *, stage: str | None = None, data_format: str = "folder",
         workers: int = 0, read_threads: int | None = None, batch_size: int | None = None, batches: int = 10,
         repeats: int = 3, warmup: int = -1, prefetch: int = -1, data_root: str = "", ffpp_shaped_dir: str = "",
-        prepared_dir: str = "", work_dir: str = "", prepare_workers: int = 0, sets: tuple[str, ...] = (),
-        breakdown_records: int = 0, top: int = 8) -> dict:
+        prepared_dir: str = "", work_dir: str = "", prepare_workers: int = 0, face_size: int = 0,
+        sets: tuple[str, ...] = (), breakdown_records: int = 0, top: int = 8) -> dict:
   """The benchmark (see the module docstring); returns the JSON line's fields."""
   from common.data import demo
   from common.train import config as config_lib
@@ -275,7 +279,7 @@ def run(method: str, variant: str = "paper", *, stage: str | None = None, data_f
     preparation = None
     if not prepared_dir:
       work_dir = work_dir or os.path.join(demo.default_cache_root(), "input_bench")
-      prepared_dir, preparation = ensure_prepared(method, config, work_dir, prepare_workers)
+      prepared_dir, preparation = ensure_prepared(method, config, work_dir, prepare_workers, face_size)
     config.data.format, config.data.prepared_dir = "arrayrecord", prepared_dir
     line.update(prepared_dir=prepared_dir, **({"prepare": preparation} if preparation else {}))
   else:
@@ -303,6 +307,7 @@ def main(argv):
                read_threads=f.read_threads, batch_size=f.batch_size, batches=f.batches, repeats=f.repeats,
                warmup=f.warmup, prefetch=f.prefetch, data_root=f.data_root, ffpp_shaped_dir=f.ffpp_shaped_dir,
                prepared_dir=f.prepared_dir, work_dir=f.work_dir, prepare_workers=f.prepare_workers,
+               face_size=f.face_size,
                sets=tuple(f.set), breakdown_records=f.breakdown, top=f.top)
   except (ValueError, DataError, FileNotFoundError, RuntimeError) as e:  # bad flags or data, a failed build
     sys.exit(f"error: {e}")

@@ -283,7 +283,7 @@ class DelocateTask(Task):
     """(training manipulations, cross-evaluation manipulations)."""
     d = self.config.data
     cross = tuple(d.cross_methods)
-    available = (prepared.face_methods(prepared.faces_dir(d)) if prepared.use_prepared(d) else
+    available = (prepared.face_methods(prepared.faces_dir(d, resizes_first=True)) if prepared.use_prepared(d) else
                  sorted(os.listdir(os.path.join(self._root(), "manipulated_sequences"))))
     train = tuple(d.methods) or tuple(m for m in available if m not in cross)
     if set(train) & set(cross):
@@ -294,7 +294,7 @@ class DelocateTask(Task):
   def _reader(self, split: str, methods: tuple[str, ...], real_per_method: bool) -> FaceForensicsReader:
     d = self.config.data
     if prepared.use_prepared(d):
-      return prepared.PreparedFaces(prepared.faces_dir(d), split, methods=methods, real_per_method=real_per_method)
+      return prepared.PreparedFaces(prepared.faces_dir(d, resizes_first=True), split, methods=methods, real_per_method=real_per_method)
     root = self._root()
     boxes = face_detection.PrecomputedFaceBoxes(os.path.join(root, d.face_boxes)) if d.face_boxes else None
     return FaceForensicsReader(root, split, methods=methods, compression=d.compression,

@@ -3,6 +3,7 @@ it resumes, refuses changed inputs, skips or names bad sources; every method rea
 import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from common.data.faces import detection
 from common.data.prepare import shards
 from common.data.readers import DataError, FaceForensicsReader, ImageManipulationReader, VideoInpaintingReader
 from common.train import config as config_lib
+from common.train.errors import RunError
 from safepaint_jax.data import ImageSource
 from tests.test_readers import make_inpainting_set
 
@@ -33,10 +35,12 @@ def prepared_sets(corpus, tmp_path_factory):
   """{family: prepared dir} of the tiny demo corpus, small shards so that views cross shard boundaries."""
   out = tmp_path_factory.mktemp("prepared")
   sets = {"video_inpainting": ("video_inpainting", {}), "faceforensics": ("faces", FACES),
+          "faces_32": ("faces", {**FACES, "face_size": 32}),  # resized to Delocate's smoke input size
           "image_manipulation": ("image_manipulation", {}), "inpainting_images": ("inpainting", {"size": 32, "mask_threshold": 127})}
-  for family, (folder, options) in sets.items():
-    prepare.prepare(family, os.path.join(corpus, folder), str(out / family), options=options, examples_per_shard=5)
-  return {family: str(out / family) for family in sets}
+  for name, (folder, options) in sets.items():
+    family = "faceforensics" if folder == "faces" else name
+    prepare.prepare(family, os.path.join(corpus, folder), str(out / name), options=options, examples_per_shard=5)
+  return {name: str(out / name) for name in sets}
 
 
 def assert_same_records(reader, source):
@@ -127,6 +131,33 @@ def test_interrupted_preparation_resumes_without_redoing_finished_shards(tmp_pat
   assert_same_records(reader, prepared.PreparedClips(out, "train", include_pristine=True))
 
 
+def test_faces_are_detected_before_planning_and_planning_reads_them(corpus, tmp_path, monkeypatch, capsys):
+  """Without a boxes JSON, the real videos' faces are detected first (in worker processes with --workers) into
+  the reader's cache; planning then detects nothing itself, and the records are the folder reader's. (The LBP
+  cascade finds no face in the demo's synthetic faces: a stand-in detector returns one box per frame.)"""
+  monkeypatch.setenv("JAX_FORENSICS_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setattr(detection.LbpCascadeDetector, "__call__", lambda self, frame: np.array([[40., 30., 120., 110.]]))
+  root = os.path.join(corpus, "faces")
+  with open(os.path.join(root, "splits", "test.json")) as f:
+    real_videos = {v for pair in json.load(f) for v in pair}
+  detect, plan, planning = detection.CascadeFaceBoxes._detect, prepare._plan, []
+
+  def detect_before_planning(self, video, frames, found):
+    assert not (planning and frames), f"{video} {frames} detected while planning"
+    detect(self, video, frames, found)
+
+  monkeypatch.setattr(detection.CascadeFaceBoxes, "_detect", detect_before_planning)
+  monkeypatch.setattr(prepare, "_plan", lambda *a: planning.append(True) or plan(*a))
+  out = str(tmp_path / "out")
+  prepare.prepare("faceforensics", root, out, splits=("test",), options={"frames_per_video": 2})
+  n = len(real_videos)
+  assert f"prepare: detecting faces in the real videos: {n}/{n} in " in capsys.readouterr().out
+  assert len(os.listdir(tmp_path / "cache" / "ffpp_index")) == 1
+  methods = tuple(prepared.face_methods(out))
+  assert_same_records(FaceForensicsReader(root, "test", methods=methods, frames_per_video=2),
+                      prepared.PreparedFaces(out, "test", methods=methods))
+
+
 def test_changed_options_or_sources_are_refused_on_resumption(tmp_path):
   make_inpainting_set(str(tmp_path / "vi"), videos=("bear",))
   out = str(tmp_path / "out")
@@ -140,6 +171,25 @@ def test_changed_options_or_sources_are_refused_on_resumption(tmp_path):
     prepare.prepare("video_inpainting", str(tmp_path / "vi"), str(tmp_path / "vi"))
   with pytest.raises(ValueError, match=r"\['compression'\] do not apply to family 'video_inpainting'"):
     prepare.prepare("video_inpainting", str(tmp_path / "vi"), str(tmp_path / "o2"), options={"compression": "c40"})
+
+
+def test_a_live_preparation_locks_its_out_folder(tmp_path):
+  """A second preparation on the same --out is refused while the first lives; a dead one's lock is taken over."""
+  make_inpainting_set(str(tmp_path / "vi"), videos=("bear",), methods=("VI",))
+  out = tmp_path / "out"
+  out.mkdir()
+  holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+  try:
+    (out / "run.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid, "started": 0,
+                                              "token": 7, "beat": 0}))
+    with pytest.raises(RunError, match=rf"run\.lock: the run directory is in use by host .*, pid {holder.pid}"):
+      prepare.prepare("video_inpainting", str(tmp_path / "vi"), str(out))
+    assert os.listdir(out) == ["run.lock"]
+  finally:
+    holder.kill()
+    holder.wait()
+  assert prepare.prepare("video_inpainting", str(tmp_path / "vi"), str(out))["splits"]["train"]["records"] == 14
+  assert not os.path.exists(out / "run.lock")
 
 
 def test_a_bad_source_is_skipped_into_the_manifest_or_named(tmp_path):
@@ -187,14 +237,14 @@ def test_beam_direct_runner_with_two_workers_writes_the_same_records(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- every method
-def method_config(method: str, corpus: str, prepared_sets: dict, fmt: str, stage: int = 1):
+def method_config(method: str, corpus: str, prepared_sets: dict, fmt: str, stage: int = 1, faces: str = "faceforensics"):
   import importlib
   c = importlib.import_module(f"configs.{method}").get_config("smoke")
   d = c.data
   if method == "vilocal":
     d.root, family = os.path.join(corpus, "video_inpainting"), "video_inpainting"
   elif method in ("msccnet", "delocate"):
-    d.root, family = os.path.join(corpus, "faces"), "faceforensics"
+    d.root, family = os.path.join(corpus, "faces"), faces
     d.update(FACES)
     c.stage = stage
   elif method == "ncl":
@@ -210,10 +260,12 @@ def method_config(method: str, corpus: str, prepared_sets: dict, fmt: str, stage
   return c
 
 
-@pytest.mark.parametrize("method,stage", [("vilocal", 1), ("msccnet", 1), ("delocate", 1), ("delocate", 2),
-                                          ("ncl", 1), ("safepaint", 1)])
-def test_every_method_reads_identical_batches_from_both_formats(method, stage, corpus, prepared_sets):
-  tasks = {fmt: config_lib.build_task(method_config(method, corpus, prepared_sets, fmt, stage))
+@pytest.mark.parametrize("method,stage,faces", [("vilocal", 1, ""), ("msccnet", 1, "faceforensics"),
+                                                ("delocate", 1, "faceforensics"), ("delocate", 2, "faceforensics"),
+                                                ("delocate", 1, "faces_32"), ("ncl", 1, ""), ("safepaint", 1, "")])
+def test_every_method_reads_identical_batches_from_both_formats(method, stage, faces, corpus, prepared_sets):
+  """faces_32: crops stored at Delocate's input size give the batches of crops resized in the pipeline."""
+  tasks = {fmt: config_lib.build_task(method_config(method, corpus, prepared_sets, fmt, stage, faces))
            for fmt in ("folder", "arrayrecord")}
   for split in ("train", "test"):
     folder, arrayrecord = (list(itertools.islice(tasks[fmt].input_pipeline(split), 2)) for fmt in tasks)
@@ -229,6 +281,14 @@ def test_a_prepared_set_that_does_not_match_the_config_is_refused(corpus, prepar
   c.data.frames_per_video = 3
   with pytest.raises(DataError, match=r"prepared with frames_per_video=2, but the config asks "
                                       r"data.frames_per_video=3: prepare again with --frames_per_video"):
+    config_lib.build_task(c).source("train")
+  c = method_config("msccnet", corpus, prepared_sets, "arrayrecord", faces="faces_32")
+  with pytest.raises(DataError, match=r"prepared with face_size=32, but the config asks data.size=64: prepare "
+                                      r"again with --face_size=64 \(or 0\)"):
+    config_lib.build_task(c).source("train")
+  c.data.size, c.data.augment = 32, True
+  with pytest.raises(DataError, match=r"face_size=32, but this config's training augments the crop at its own "
+                                      r"resolution \(data.augment\): prepare again with --face_size=0"):
     config_lib.build_task(c).source("train")
   c = method_config("ncl", corpus, prepared_sets, "arrayrecord")
   c.data.prepared_dir = prepared_sets["faceforensics"]

@@ -68,9 +68,18 @@ def dataset_dir(data, family: str, **expected) -> str:
 FACE_OPTIONS = ("compression", "frames_per_video", "crop_scale", "mask_source", "face_boxes")  # data.* = prepare's
 
 
-def faces_dir(data) -> str:
-  """`dataset_dir` of a faceforensics preparation, checked against the config's `FACE_OPTIONS`."""
-  return dataset_dir(data, "faceforensics", **{k: data[k] for k in FACE_OPTIONS})
+def faces_dir(data, resizes_first: bool) -> str:
+  """`dataset_dir` of a faceforensics preparation, checked against the config's `FACE_OPTIONS`. Crops prepared at
+  a fixed size (`face_size`) serve only a pipeline that `resizes_first` to that very `data.size`."""
+  path = dataset_dir(data, "faceforensics", **{k: data[k] for k in FACE_OPTIONS})
+  face_size = manifest(path)["options"].get("face_size", 0)
+  if face_size and not resizes_first:
+    raise DataError(path, f"prepared with face_size={face_size}, but this config's training augments the crop at its "
+                          "own resolution (data.augment): prepare again with --face_size=0")
+  if face_size and face_size != data.size:
+    raise DataError(path, f"prepared with face_size={face_size}, but the config asks data.size={data.size}: "
+                          f"prepare again with --face_size={data.size} (or 0)")
+  return path
 
 
 def face_methods(prepared_dir: str) -> list[str]:

@@ -35,6 +35,7 @@ from absl import logging
 from common.data.prepare import families
 from common.data.prepare.shards import LABEL_NAMES, ShardTask, features, filename_template, write_shard
 from common.data.readers import DataError
+from common.train import workdir_lock
 
 PLAN_DIR = ".plan"
 
@@ -53,14 +54,17 @@ def source_summary(root: str) -> dict:
           "newest_mtime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(newest)), "digest": digest.hexdigest()}
 
 
+_NOT_OURS = {workdir_lock.LOCK_NAME, "logs"}  # in --out but not the preparation's: the lock, the tool's error logs
+
+
 def _check_resumable(out: str, request: dict, overwrite: bool) -> None:
   """Starts `out` afresh, or checks that its unfinished preparation had the same request (refused otherwise)."""
   path = os.path.join(out, "request.json")
   if os.path.exists(path) and overwrite:
-    shutil.rmtree(out)
+    for name in set(os.listdir(out)) - _NOT_OURS:
+      target = os.path.join(out, name)
+      shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
   if not os.path.exists(path):
-    if os.path.isdir(out) and os.listdir(out):
-      raise ValueError(f"--out {out}: the folder is not empty and holds no preparation (use an empty folder)")
     os.makedirs(os.path.join(out, PLAN_DIR), exist_ok=True)
     with open(path, "w") as f:
       json.dump(request, f, indent=1)
@@ -134,6 +138,35 @@ class _Progress:
           f"({rate:.1f} records/s), ETA {eta}", flush=True)
 
 
+def _run_jobs(jobs: list, workers: int, every: float = 10.0) -> None:
+  """Runs a family's pre-planning `jobs` in `workers` processes (0: in this one), printing how many are done and
+  the ETA every `every` seconds and at the end."""
+  if not jobs:
+    return
+  start, last = time.time(), 0.0
+
+  def report(done: int) -> None:
+    elapsed = time.time() - start
+    eta = "done" if done == len(jobs) else f"{(len(jobs) - done) * elapsed / done / 60:.1f} min" if done else "?"
+    print(f"prepare: {jobs[0].WHAT}: {done}/{len(jobs)} in {elapsed:.0f} s, ETA {eta}", flush=True)
+
+  if workers > 0:
+    import concurrent.futures
+    import multiprocessing
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    finished = (f.result() for f in concurrent.futures.as_completed([pool.submit(job) for job in jobs]))
+  else:
+    pool, finished = None, (job() for job in jobs)
+  try:
+    for done, _ in enumerate(finished, 1):
+      if time.time() - last >= every or done == len(jobs):
+        report(done)
+        last = time.time()
+  finally:
+    if pool is not None:
+      pool.shutdown(cancel_futures=True)
+
+
 def _run(tasks: list[ShardTask], runner: str, workers: int, beam_runner: str, beam_options: str) -> None:
   pending = [t for t in tasks if not os.path.exists(t.meta_path)]
   if not pending:
@@ -204,6 +237,7 @@ def prepare(family: str, root: str, out: str, *, splits: Optional[Sequence[str]]
     runner: 'local' or 'beam'; workers: processes (local) or DirectRunner workers (beam); 0 = in process.
     beam_runner, beam_options: Beam runner name and pipeline options ('--project=... --region=...').
     overwrite: delete an earlier preparation in `out` first.
+  A live preparation holds `out/run.lock` (`common.train.workdir_lock`): a second one on the same `out` is refused.
   """
   from common.train import provenance
   start = time.time()
@@ -220,27 +254,35 @@ def prepare(family: str, root: str, out: str, *, splits: Optional[Sequence[str]]
   sources = source_summary(root)
   request = {"family": fam.name, "root": os.path.abspath(root), "splits": splits, "options": options,
              "examples_per_shard": examples_per_shard, "sources_digest": sources["digest"]}
-  _check_resumable(out, json.loads(json.dumps(request)), overwrite)
-  for leftover in os.listdir(out):
-    if ".tmp-" in leftover:
-      os.remove(os.path.join(out, leftover))
-  planned = {split: _plan(fam, root, split, options, out, examples_per_shard) for split in splits}
-  tasks = [t for _, split_tasks in planned.values() for t in split_tasks]
-  print(f"prepare: {fam.name} {splits}: {sum(t.units for t in tasks)} records in {len(tasks)} shards "
-        f"({sum(os.path.exists(t.meta_path) for t in tasks)} already written) -> {out}", flush=True)
-  with _Progress(tasks):
-    _run(tasks, runner, workers, beam_runner, beam_options)
-  infos, entries = [], {}
-  for split, (plan, split_tasks) in planned.items():
-    info, entries[split] = _finalize(fam, out, split, plan, split_tasks)
-    infos.append(info)
-  import tensorflow_datasets as tfds
-  tfds.folder_dataset.write_metadata(data_dir=out, features=features(), split_infos=infos,
-                                     filename_template=filename_template(out, fam.dataset_name), check_data=False)
-  manifest = {"family": fam.name, "dataset": fam.dataset_name, "options": options, "splits": entries,
-              "examples_per_shard": examples_per_shard, "sources": sources, "code": provenance.code_version(),
-              "libraries": provenance.library_versions(), "runner": runner, "workers": workers,
-              "wall_s": round(time.time() - start, 1)}
-  with open(os.path.join(out, "manifest.json"), "w") as f:
-    json.dump(manifest, f, indent=1)
-  return manifest
+  if (os.path.isdir(out) and not os.path.exists(os.path.join(out, "request.json"))
+      and set(os.listdir(out)) - _NOT_OURS):
+    raise ValueError(f"--out {out}: the folder is not empty and holds no preparation (use an empty folder)")
+  os.makedirs(out, exist_ok=True)
+  with workdir_lock.WorkdirLock(out):  # one preparation per --out: a second one would delete the first's temp files
+    _check_resumable(out, json.loads(json.dumps(request)), overwrite)
+    for leftover in os.listdir(out):
+      if ".tmp-" in leftover:
+        os.remove(os.path.join(out, leftover))
+    jobs = [job for split in splits if not os.path.exists(os.path.join(out, PLAN_DIR, f"{split}.pkl"))
+            for job in fam.jobs(root, split, options)]
+    _run_jobs(list(dict.fromkeys(jobs)), workers)
+    planned = {split: _plan(fam, root, split, options, out, examples_per_shard) for split in splits}
+    tasks = [t for _, split_tasks in planned.values() for t in split_tasks]
+    print(f"prepare: {fam.name} {splits}: {sum(t.units for t in tasks)} records in {len(tasks)} shards "
+          f"({sum(os.path.exists(t.meta_path) for t in tasks)} already written) -> {out}", flush=True)
+    with _Progress(tasks):
+      _run(tasks, runner, workers, beam_runner, beam_options)
+    infos, entries = [], {}
+    for split, (plan, split_tasks) in planned.items():
+      info, entries[split] = _finalize(fam, out, split, plan, split_tasks)
+      infos.append(info)
+    import tensorflow_datasets as tfds
+    tfds.folder_dataset.write_metadata(data_dir=out, features=features(), split_infos=infos,
+                                       filename_template=filename_template(out, fam.dataset_name), check_data=False)
+    manifest = {"family": fam.name, "dataset": fam.dataset_name, "options": options, "splits": entries,
+                "examples_per_shard": examples_per_shard, "sources": sources, "code": provenance.code_version(),
+                "libraries": provenance.library_versions(), "runner": runner, "workers": workers,
+                "wall_s": round(time.time() - start, 1)}
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+      json.dump(manifest, f, indent=1)
+    return manifest

@@ -26,6 +26,8 @@ _COMPRESSION = flags.DEFINE_string("compression", None, "faceforensics: raw | c2
 _FRAMES = flags.DEFINE_integer("frames_per_video", None, "faceforensics: frames sampled per video (default 20)")
 _CROP = flags.DEFINE_float("crop_scale", None, "faceforensics: face box enlargement (default 1.3)")
 _MASKS = flags.DEFINE_enum("mask_source", None, ["auto", "official", "ssim"], "faceforensics: mask source")
+_FACE_SIZE = flags.DEFINE_integer("face_size", None, "faceforensics: store crops resized to N x N, as the "
+                                   "method's pipeline first does (Delocate: data.size 224; default 0: own size)")
 _BOXES = flags.DEFINE_string("face_boxes", None, "faceforensics: precomputed face boxes JSON (relative to --root)")
 _PRISTINE = flags.DEFINE_bool("include_pristine", None, "video_inpainting: store pristine videos (default true)")
 _GT_SUFFIX = flags.DEFINE_string("gt_suffix", None, "image_manipulation: mask stem suffix, e.g. _gt for CASIA")
@@ -40,10 +42,9 @@ def main(argv):
   for flag in (_FAMILY, _ROOT, _OUT):
     if not flag.value:
       raise ValueError(f"--{flag.name} is required")
-  given = {name: flags.FLAGS[name].value for name in ("methods", "compression", "frames_per_video", "crop_scale",
-                                                       "mask_source", "face_boxes", "include_pristine", "gt_suffix",
-                                                       "size", "mask_threshold", "on_error")
-           if flags.FLAGS[name].value is not None}
+  names = ("methods", "compression", "frames_per_video", "crop_scale", "mask_source", "face_boxes", "face_size",
+           "include_pristine", "gt_suffix", "size", "mask_threshold", "on_error")
+  given = {name: flags.FLAGS[name].value for name in names if flags.FLAGS[name].value is not None}
   if "methods" in given:
     given["methods"] = tuple(given["methods"])
   manifest = prepare.prepare(_FAMILY.value, _ROOT.value, _OUT.value, splits=_SPLITS.value, options=given,

@@ -4,7 +4,8 @@ A unit is one stored record {'image': uint8 [h, w, 3], 'mask': uint8 {0,1} [h, w
   video_inpainting     one frame of one inpainted (or pristine) video and its mask; clips are gathered at read
                        time (`prepared.PreparedClips`), so every clip length and stride reads the same shards
   faceforensics        one face crop (fake or real) at the prepared crop scale, with its mask (the method's mask
-                       video, or MSCCNet's SSIM annotation, computed here); each distinct crop is stored once
+                       video, or MSCCNet's SSIM annotation, computed here); each distinct crop is stored once, at
+                       its own resolution or (face_size N) resized to N x N
   image_manipulation   one image and its mask, as `ImageManipulationReader` returns them
   inpainting_images    one image resized to `size` (SafePaint's `ImageSource`), with its hole mask where the split
                        has a masks folder
@@ -21,7 +22,7 @@ import collections
 import dataclasses
 import os
 import re
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -56,6 +57,9 @@ class Family:
   discover_splits: Callable[[str, dict], list[str]]
   plan: Callable[[str, str, dict], SplitPlan]
   unit: Callable[[dict], tuple[dict, dict]]  # reader record -> (unit example, extra index fields)
+  # Per-source work run in parallel before a split is planned, whose results planning reads from a cache (FF++:
+  # face detection); each job is a picklable callable.
+  jobs: Callable[[str, str, dict], list] = lambda root, split, options: []
 
 
 def _split_files(root: str, pattern: str) -> list[str]:
@@ -100,7 +104,23 @@ def _video_frame_unit(record: dict) -> tuple[dict, dict]:
 
 # ---------------------------------------------------------------------------------------------- FF++ faces
 FACEFORENSICS_OPTIONS = {"methods": (), "compression": "c23", "frames_per_video": 20, "crop_scale": 1.3,
-                         "mask_source": "auto", "face_boxes": "", "on_error": "raise"}
+                         "mask_source": "auto", "face_boxes": "", "face_size": 0, "on_error": "raise"}
+
+
+@dataclasses.dataclass
+class ResizedFaces:
+  """A face reader whose crops (and masks) come resized to `size` x `size` by `transforms.Resize`, the first thing
+  Delocate's (and MSCCNet's un-augmented) pipeline does: stored so, a record reads a few KB instead of a full-size
+  crop, and the task's own Resize is then the identity."""
+  reader: Any
+  size: int
+
+  def __len__(self) -> int:
+    return len(self.reader)
+
+  def __getitem__(self, index: int) -> dict:
+    from common.data import transforms
+    return transforms.Resize(self.size, self.size).map(self.reader[index])
 
 
 def _ffpp_methods(root: str, o: dict) -> tuple[str, ...]:
@@ -110,6 +130,44 @@ def _ffpp_methods(root: str, o: dict) -> tuple[str, ...]:
   if not os.path.isdir(folder):
     raise DataError(folder, "missing folder (is --root the FF++ root?)")
   return tuple(m for m in sorted(os.listdir(folder)) if os.path.isdir(os.path.join(folder, m, o["compression"])))
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectFaces:
+  """Detects the faces of one real video at the frames the reader samples from it, into the detection cache that
+  `FaceForensicsReader` (default `cache_dir`) then reads: a split's real videos are detected in parallel before
+  planning instead of one after another while the index is built. A video that fails here is left to planning,
+  which reads it again and names it (or skips it) under `on_error`."""
+  video: str
+  video_id: str
+  frames_per_video: int
+  cache_dir: str
+  WHAT: ClassVar[str] = "detecting faces in the real videos"
+
+  def __call__(self) -> None:
+    from common.data.faces import detection
+    from common.data.readers.faceforensics import sample_frame_indices
+    from common.data.readers.media import probe_video
+    try:
+      indices = sample_frame_indices(probe_video(self.video, "header").num_frames, self.frames_per_video)
+      detection.CascadeFaceBoxes(cache_dir=self.cache_dir).boxes(self.video, indices, self.video_id)
+    except DataError:
+      return
+
+
+def _faceforensics_jobs(root: str, split: str, o: dict) -> list[DetectFaces]:
+  """A `DetectFaces` per real video of the split, unless boxes come from a JSON (`face_boxes`)."""
+  from common.data.readers.faceforensics import default_cache_dir, read_split_pairs
+  from common.data.readers.media import VIDEO_EXTENSIONS
+  if o["face_boxes"]:
+    return []
+  folder = os.path.join(root, "original_sequences", "youtube", o["compression"], "videos")
+  ids = sorted({v for name in split.split("+") for pair in read_split_pairs(os.path.join(root, "splits", f"{name}.json"))
+                for v in pair})
+  paths = {i: next((p for p in (os.path.join(folder, i + e) for e in VIDEO_EXTENSIONS) if os.path.isfile(p)), None)
+           for i in ids}
+  cache = os.path.join(default_cache_dir(root), "faces")
+  return [DetectFaces(path, i, o["frames_per_video"], cache) for i, path in paths.items() if path]
 
 
 def _plan_faceforensics(root: str, split: str, o: dict) -> SplitPlan:
@@ -144,6 +202,8 @@ def _plan_faceforensics(root: str, split: str, o: dict) -> SplitPlan:
     fakes[video.split(os.sep)[1]].append([add("paired", paired, index), add("paired", paired, index + 1)])
   reals_own = [[reals.item_source(i)[0], add("reals", reals, i)] for i in range(len(reals))]
   skipped = list(dict.fromkeys(paired.skipped + reals.skipped))
+  if o["face_size"]:
+    paired, reals = ResizedFaces(paired, o["face_size"]), ResizedFaces(reals, o["face_size"])
   return SplitPlan({"paired": paired, "reals": reals}, list(groups.values()),
                    {"methods": list(methods), "fakes": dict(fakes), "reals_own": reals_own}, skipped)
 
@@ -225,7 +285,7 @@ FAMILIES = {
                                _video_frame_unit),
     "faceforensics": Family("faceforensics", "ffpp_faces", FACEFORENSICS_OPTIONS,
                             lambda root, o: _split_files(root, os.path.join("splits", "{split}.json")),
-                            _plan_faceforensics, _record_unit),
+                            _plan_faceforensics, _record_unit, _faceforensics_jobs),
     "image_manipulation": Family("image_manipulation", "image_manipulation", IMAGE_MANIPULATION_OPTIONS,
                                  lambda root, o: list(image_manipulation_splits(root, o["tp_dir"],
                                                                                 o["single_split"])),
