@@ -255,7 +255,9 @@ class PartialConv2d(nnx.Module):
 
 class StyleEncoder(nnx.Module):
   """The domain-pattern extractor: image [B, H, W, 3], validity mask [B, H, W, 1] (1 = region described) ->
-  code [B, style_dim]."""
+  code [B, style_dim]. Five unpadded stride-2 3x3 convolutions: H and W must be at least `MIN_SIZE` (63; a 32 px
+  input leaves conv5f an empty map, whose mean is NaN)."""
+  MIN_SIZE = 63
 
   def __init__(self, style_dim: int = 16, width: int = 64, *, dtype=None, rngs: nnx.Rngs):
     w = width

@@ -34,6 +34,7 @@ from common.nn import vgg as vgg_lib
 from common.train import optim
 from common.train.task import Task
 from safepaint_jax import convert, data, losses
+from safepaint_jax import model as model_lib
 
 UPDATES = ("alternating", "combined")
 
@@ -81,6 +82,9 @@ class SafePaintTask(Task):
       raise ValueError(f"config.update_mode={config.update_mode!r}; expected one of {UPDATES}")
     if int(config.get("grad_accum_steps", 1)) != 1:
       raise ValueError("SafePaint: grad_accum_steps must be 1 (the discriminator step reuses the generator's O2)")
+    if config.data.size < model_lib.StyleEncoder.MIN_SIZE:
+      raise ValueError(f"data.size={config.data.size}: SafePaint's style encoder (five unpadded stride-2 "
+                       f"convolutions) needs images of at least {model_lib.StyleEncoder.MIN_SIZE} px")
     super().__init__(config)
 
   @property

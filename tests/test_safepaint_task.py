@@ -81,6 +81,13 @@ def test_bad_mask_file_names_the_file(folders, tmp_path):
   assert raised.value.path == str(bad) and raised.value.problem.startswith("cannot read mask")
 
 
+def test_images_below_the_style_encoders_minimum_are_refused(folders):
+  c = smoke(folders)
+  c.data.size = 32  # conv5f would see an empty map: NaN from the first step
+  with pytest.raises(ValueError, match=r"data.size=32: SafePaint's style encoder .* at least 63 px"):
+    config_lib.build_task(c)
+
+
 @pytest.mark.slow  # four train-step compiles: ~3 min on 2 busy cores
 def test_combined_pass_feeds_the_adversarial_gradient_into_the_discriminator(folders):
   """Same state and batch. Alternating: D's gradient does not depend on the generator's adversarial weight.
