@@ -1,7 +1,6 @@
 """The config a benchmark runs: `configs/<method>.py:<variant>`, one stage of it, with key=value overrides."""
 from __future__ import annotations
 
-import ast
 import importlib.util
 import os
 import tempfile
@@ -25,17 +24,4 @@ def load(method: str, variant: str, stage: str | None, overrides: Sequence[str],
   config = next(c for name, c, _ in stages if stage in (None, name))
   if random_weights:
     config.init_from = {}
-  for item in overrides:
-    key, sep, value = item.partition("=")
-    if not sep:
-      raise ValueError(f"--set {item!r}: expected key=value")
-    try:
-      parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      parsed = value
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = parsed
-  return config
+  return config_lib.apply_overrides(config, overrides)

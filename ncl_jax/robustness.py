@@ -11,11 +11,11 @@ matplotlib if installed, else drawn with PIL).
 """
 from __future__ import annotations
 
-import csv
 import os
 
 from absl import app, flags, logging
 
+from common import tables
 from common.data import perturbations
 from common.train import checkpoint as ckpt_lib
 from common.train import loop
@@ -45,17 +45,9 @@ def sweep(workdir: str, sets=(), ops=DEFAULT_OPS, levels=None) -> list[dict]:
 
 
 def write_table(rows: list[dict], out: str) -> tuple[str, str]:
-  os.makedirs(out, exist_ok=True)
-  csv_path, md_path = os.path.join(out, "robustness.csv"), os.path.join(out, "robustness.md")
-  with open(csv_path, "w", newline="", encoding="utf-8") as f:
-    writer = csv.DictWriter(f, fieldnames=("set", "op", "level") + COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-  with open(md_path, "w", encoding="utf-8") as f:
-    f.write("| set | op | level | " + " | ".join(COLUMNS) + " |\n|---|---|---|" + "---|" * len(COLUMNS) + "\n")
-    for r in rows:
-      f.write(f"| {r['set']} | {r['op']} | {r['level']} | " + " | ".join(f"{r[c]:.4f}" for c in COLUMNS) + " |\n")
-  return csv_path, md_path
+  """Writes OUT/robustness.csv and OUT/robustness.md; returns (CSV path, markdown path)."""
+  md, csv_path = tables.write(rows, ("set", "op", "level") + COLUMNS, os.path.join(out, "robustness"))
+  return csv_path, md
 
 
 def _series(rows: list[dict], metric: str):

@@ -9,13 +9,13 @@ metrics go to DIR/ablation.md (markdown) and DIR/ablation.csv, one row per run.
 """
 from __future__ import annotations
 
-import ast
-import csv
 import importlib.util
 import os
 
 from absl import app, flags, logging
 
+from common import tables
+from common.train import config as config_lib
 from common.train import loop
 
 COLUMNS = ("pixel_f1", "pixel_f1_permuted", "pixel_best_f1", "pixel_iou", "pixel_auc")
@@ -51,17 +51,8 @@ def apply_overrides(config, overrides: dict):
 
 def write_table(rows: list[tuple[str, dict]], workdir: str) -> tuple[str, str]:
   """Writes DIR/ablation.md and DIR/ablation.csv; returns their paths."""
-  md, csv_path = os.path.join(workdir, "ablation.md"), os.path.join(workdir, "ablation.csv")
-  with open(md, "w", encoding="utf-8") as f:
-    f.write("| run | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS) + "\n")
-    for name, metrics in rows:
-      f.write(f"| {name} | " + " | ".join(f"{metrics.get(c, float('nan')):.4f}" for c in COLUMNS) + " |\n")
-  with open(csv_path, "w", newline="", encoding="utf-8") as f:
-    writer = csv.writer(f)
-    writer.writerow(("run",) + COLUMNS)
-    for name, metrics in rows:
-      writer.writerow((name,) + tuple(metrics.get(c, float("nan")) for c in COLUMNS))
-  return md, csv_path
+  return tables.write([{"run": name, **metrics} for name, metrics in rows], ("run",) + COLUMNS,
+                      os.path.join(workdir, "ablation"))
 
 
 def run_sweep(sweep_path: str, config, workdir: str, only: tuple[str, ...] = ()) -> list[tuple[str, dict]]:
@@ -83,14 +74,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
-  config = base_config(f.base)
-  overrides = {}
-  for item in f.set:
-    key, sep, value = item.partition("=")
-    if not sep:
-      raise app.UsageError(f"--set {item!r}: expected key=value")
-    overrides[key] = ast.literal_eval(value)
-  run_sweep(f.sweep, apply_overrides(config, overrides), f.workdir, tuple(n for n in f.only.split(",") if n))
+  config = config_lib.apply_overrides(base_config(f.base), f.set)
+  run_sweep(f.sweep, config, f.workdir, tuple(n for n in f.only.split(",") if n))
   with open(os.path.join(f.workdir, "ablation.md"), encoding="utf-8") as table:
     print(table.read())
 

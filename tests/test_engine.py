@@ -122,6 +122,29 @@ def test_checkpoint_from_four_devices_evaluates_on_one(reference_run):
   assert one["loss"] == pytest.approx(metrics["loss"], rel=1e-5)
 
 
+def test_evaluate_command_reads_the_run_and_writes_one_table_per_split(reference_run, tmp_path):
+  """`python -m common.train.evaluate` on the 4-device run, on 1 device and two splits: the run's final loss; the
+  run directory is not written to. Bad input is one line."""
+  workdir, metrics = reference_run
+  before = sorted(os.listdir(workdir))
+  run = lambda *args: subprocess.run([sys.executable, "-m", "common.train.evaluate", *args], capture_output=True,
+                                     text=True, cwd=REPO, timeout=300)
+  done = run(f"--workdir={workdir}", f"--out={tmp_path}", "--splits=test,val", "--set=mesh.data=1")
+  assert done.returncode == 0, done.stderr[-2000:]
+  with open(tmp_path / "evaluation.json") as f:
+    summary = json.load(f)
+  assert summary["step"] == 30 and summary["overrides"] == ["mesh.data=1"] and sorted(summary["splits"]) == ["test", "val"]
+  assert summary["splits"]["test"]["loss"] == pytest.approx(metrics["loss"], rel=1e-5)
+  assert (tmp_path / "val.md").read_text().splitlines()[2].startswith("| val | 30 | ")
+  assert (tmp_path / "test.csv").read_text().splitlines()[0] == "split,step,loss"
+  assert "| test | 30 | " in done.stdout and sorted(os.listdir(workdir)) == before
+  bad = run(f"--workdir={tmp_path / 'nowhere'}")
+  assert bad.returncode == 1 and f"error: {tmp_path / 'nowhere'}: no checkpoints/ folder" in bad.stderr
+  bad = run(f"--workdir={workdir}", f"--out={tmp_path}", "--set=nosuch.key=1")
+  assert bad.returncode == 1 and "error: --set 'nosuch.key=1': the config has no field 'nosuch'\n" in bad.stderr
+  assert sorted(os.listdir(workdir)) == before and os.listdir(tmp_path / "logs")  # the traceback: beside the tables
+
+
 def _wait_for(predicate, proc, timeout=240):
   end = time.time() + timeout
   while time.time() < end:

@@ -2,6 +2,7 @@
 config's task and stages, and the resume guard's rule of which config changes a rerun may make."""
 from __future__ import annotations
 
+import ast
 import copy
 import fnmatch
 import importlib
@@ -204,6 +205,27 @@ HARMLESS_CHANGES = (
 )
 # Values of keys that configs stored before the key existed had implicitly.
 IMPLICIT_DEFAULTS = {"optimizer.lr_factor": 1.0, "data.prefetch": 0, "data.format": "folder", "data.prepared_dir": ""}
+
+
+def apply_overrides(config: ml_collections.ConfigDict, items: Sequence[str]) -> ml_collections.ConfigDict:
+  """`config` with each 'dotted.key=value' of `items` set in order (the value parsed as a Python literal, else
+  taken as a string); the tools' `--set` flags. A malformed item or a missing parent field is a ValueError."""
+  for item in items:
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise ValueError(f"--set {item!r}: expected key=value")
+    try:
+      parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      parsed = value
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      if p not in node:
+        raise ValueError(f"--set {item!r}: the config has no field {p!r}")
+      node = node[p]
+    node[leaf] = parsed
+  return config
 
 
 def flatten(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:

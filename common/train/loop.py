@@ -28,6 +28,7 @@ import queue
 import re
 import signal
 import threading
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -239,15 +240,23 @@ def sharded_setup(config: ml_collections.ConfigDict):
   return task, mesh, mesh_lib.batch_sharding(mesh), abstract, state_sh
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
-                        split: str | None = None) -> dict[str, float]:
-  """Evaluates `workdir`'s checkpoint (default: the newest readable) on the mesh `config.mesh` describes, whatever
-  mesh it was trained on."""
+def evaluate_checkpoint_splits(config: ml_collections.ConfigDict, workdir: str, splits: Sequence[str],
+                               step: int | None = None) -> tuple[int, dict[str, dict[str, float]]]:
+  """(step evaluated, {split: metrics}): `workdir`'s checkpoint (default: the newest readable), restored once onto
+  the mesh `config.mesh` describes (whatever mesh it was trained on), evaluated on each of `splits`."""
   task, mesh, batch_sh, abstract, state_sh = sharded_setup(config)
   with ckpt_lib.Run(workdir) as run_dir, jax.set_mesh(mesh):
-    restored, _, _ = run_dir.restore(_abstract_with(abstract, state_sh), step)
+    restored, _, step = run_dir.restore(_abstract_with(abstract, state_sh), step)
     eval_step = jax.jit(task.eval_step, in_shardings=(state_sh, batch_sh))
-    return evaluate(task, eval_step, TrainState(**restored), batch_sh, split or config.eval_split)
+    state = TrainState(**restored)
+    return step, {split: evaluate(task, eval_step, state, batch_sh, split) for split in splits}
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
+                        split: str | None = None) -> dict[str, float]:
+  """`evaluate_checkpoint_splits` on one split (default: `config.eval_split`): its metrics."""
+  split = split or config.eval_split
+  return evaluate_checkpoint_splits(config, workdir, [split], step)[1][split]
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
