@@ -145,6 +145,24 @@ def test_evaluate_command_reads_the_run_and_writes_one_table_per_split(reference
   assert sorted(os.listdir(workdir)) == before and os.listdir(tmp_path / "logs")  # the traceback: beside the tables
 
 
+def test_sweep_trains_each_entry_resumes_and_marks_the_best_value(tmp_path):
+  """`common.train.sweep` on the toy task: one run per entry, every metric a column, the lowest loss bold."""
+  from common.train import sweep
+  sweep_file = tmp_path / "toy_sweep.py"
+  sweep_file.write_text('def get_sweep():\n  return [("base", {}), ("tiny_lr", {"optimizer.lr": 1e-5})]\n')
+  rows = sweep.run_sweep(str(sweep_file), config(total_steps=10), str(tmp_path / "sweep"))
+  assert [name for name, _ in rows] == ["base", "tiny_lr"] and rows[0][1]["loss"] != rows[1][1]["loss"]
+  md = (tmp_path / "sweep" / "sweep.md").read_text().splitlines()
+  lower = min((0, 1), key=lambda i: rows[i][1]["loss"])
+  assert md[0] == "| run | loss |" and "**" in md[2 + lower] and "**" not in md[3 - lower]
+  assert (tmp_path / "sweep" / "sweep.csv").read_text().splitlines()[0] == "run,loss"
+  assert sweep.run_sweep(str(sweep_file), config(total_steps=10), str(tmp_path / "sweep"), only=("base",)) == rows[:1]
+  bad = subprocess.run([sys.executable, "-m", "common.train.sweep", f"--sweep={sweep_file}",
+                        "--base=tests/toy_task.py:", f"--workdir={tmp_path / 'sweep'}", "--only=nope"],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert bad.returncode == 1 and "error: --only names ['nope'] are not in" in bad.stderr
+
+
 def _wait_for(predicate, proc, timeout=240):
   end = time.time() + timeout
   while time.time() < end:

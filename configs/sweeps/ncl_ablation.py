@@ -1,6 +1,6 @@
 """NCL-IML ablations: each entry is (name, config overrides) applied over a base config (configs/ncl.py:*).
 
-  python -m ncl_jax.sweep --sweep=configs/sweeps/ncl_ablation.py --base=configs/ncl.py:smoke --workdir=DIR
+  python -m common.train.sweep --sweep=configs/sweeps/ncl_ablation.py --base=configs/ncl.py:smoke --workdir=DIR
 """
 
 
