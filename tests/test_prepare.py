@@ -277,15 +277,16 @@ def test_every_method_reads_identical_batches_from_both_formats(method, stage, f
         np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(want[key]), err_msg=f"{split} {key}")
 
 
-@pytest.mark.slow  # a smoke training per format (the second reuses the first's compiled steps): 20-60 s each
-@pytest.mark.parametrize("method", ["msccnet", "delocate", "ncl", "safepaint"])
-def test_every_method_trains_to_the_same_metrics_from_both_formats(method, corpus, prepared_sets, tmp_path):
-  """The smoke config (every stage) from folders and from shards: the same final metrics, to the bit.
-  ViLocal's counterpart is the rehearsal (two processes from shards against one process from folders)."""
-  metrics = {fmt: loop.run(method_config(method, corpus, prepared_sets, fmt), str(tmp_path / fmt))
+@pytest.mark.slow  # a smoke training per format (the second reuses the first's compiled steps): about 100 s
+def test_a_smoke_run_from_shards_ends_with_the_folder_runs_metrics(corpus, prepared_sets, tmp_path):
+  """MSCCNet's smoke config from folders and from shards: the same final metrics, to the bit. The training loop
+  sees only batches, which the test above shows identical for all five methods (train and evaluation); ViLocal's
+  run is the rehearsal (two processes from shards against one process from folders). Training all four others
+  from both formats (Delocate, NCL and SafePaint too: equal, 2026-12-07) took 527 s of the suite's time."""
+  metrics = {fmt: loop.run(method_config("msccnet", corpus, prepared_sets, fmt), str(tmp_path / fmt))
              for fmt in ("folder", "arrayrecord")}
   assert metrics["folder"]
-  np.testing.assert_equal(metrics["arrayrecord"], metrics["folder"])  # NaN == NaN: SafePaint's empty hole bins
+  np.testing.assert_equal(metrics["arrayrecord"], metrics["folder"])
 
 
 def test_a_prepared_set_that_does_not_match_the_config_is_refused(corpus, prepared_sets):
