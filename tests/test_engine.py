@@ -133,16 +133,34 @@ def test_evaluate_command_reads_the_run_and_writes_one_table_per_split(reference
   assert done.returncode == 0, done.stderr[-2000:]
   with open(tmp_path / "evaluation.json") as f:
     summary = json.load(f)
-  assert summary["step"] == 30 and summary["overrides"] == ["mesh.data=1"] and sorted(summary["splits"]) == ["test", "val"]
-  assert summary["splits"]["test"]["loss"] == pytest.approx(metrics["loss"], rel=1e-5)
+  assert summary["step"] == 30 and summary["overrides"] == ["mesh.data=1"] and sorted(summary["sets"]) == ["test", "val"]
+  assert summary["sets"]["test"]["loss"] == pytest.approx(metrics["loss"], rel=1e-5)
   assert (tmp_path / "val.md").read_text().splitlines()[2].startswith("| val | 30 | ")
-  assert (tmp_path / "test.csv").read_text().splitlines()[0] == "split,step,loss"
-  assert "| test | 30 | " in done.stdout and sorted(os.listdir(workdir)) == before
+  assert (tmp_path / "test.csv").read_text().splitlines()[0] == "set,step,loss"
+  assert "| test | 30 | " in done.stdout and "| val | 30 | " in done.stdout and sorted(os.listdir(workdir)) == before
   bad = run(f"--workdir={tmp_path / 'nowhere'}")
   assert bad.returncode == 1 and f"error: {tmp_path / 'nowhere'}: no checkpoints/ folder" in bad.stderr
   bad = run(f"--workdir={workdir}", f"--out={tmp_path}", "--set=nosuch.key=1")
   assert bad.returncode == 1 and "error: --set 'nosuch.key=1': the config has no field 'nosuch'\n" in bad.stderr
   assert sorted(os.listdir(workdir)) == before and os.listdir(tmp_path / "logs")  # the traceback: beside the tables
+
+
+def test_evaluation_sets_apart_from_the_training_data(reference_run, tmp_path):
+  """config.eval_sets: each set is the config with the set's fields in place, evaluated on its own reader."""
+  from common.data.readers.media import DataError
+  from common.train import evaluate
+  workdir, _ = reference_run
+  sets = {"small": {"eval_size": 8}, "moved": {"eval_split": "val", "faults": {"eval_folder": "/nowhere/eval"}}}
+  overrides = ["mesh.data=1", f"eval_sets={sets!r}"]
+  summary = evaluate.evaluate_run(workdir, str(tmp_path), overrides=overrides, eval_sets=["small"])
+  alone = loop.evaluate_checkpoint(config(total_steps=30, eval_size=8, **{"mesh.data": 1}), workdir)
+  assert list(summary["sets"]) == ["small"] and summary["sets"]["small"]["loss"] == pytest.approx(alone["loss"],
+                                                                                                  rel=1e-6)
+  assert (tmp_path / "evaluation.md").read_text().splitlines()[2].startswith("| small | 30 | ")
+  with pytest.raises(DataError, match="nowhere"):  # every set by default: the second one's reader is really used
+    evaluate.evaluate_run(workdir, str(tmp_path), overrides=overrides)
+  with pytest.raises(ValueError, match=r"eval_sets.typo.data.root: the config has no field 'root'"):
+    evaluate.evaluate_run(workdir, str(tmp_path), overrides=["eval_sets={'typo': {'data': {'root': 'x'}}}"])
 
 
 def test_sweep_trains_each_entry_resumes_and_marks_the_best_value(tmp_path):

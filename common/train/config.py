@@ -57,6 +57,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every = 50
   c.eval_every = 0                 # 0: only at the end
   c.eval_split = "test"
+  # Evaluation sets apart from the training data: name -> a nested part of this config that the set replaces
+  # (its reader: data.root or data.prepared_dir, data.methods, eval_split, ...). `common.train.evaluate`
+  # evaluates each; training evaluates `eval_split` of its own data.
+  c.eval_sets = ml_collections.ConfigDict()
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
   c.best_metric = ""               # e.g. 'eval/pixel_f1': also keep the best checkpoint by it
@@ -201,10 +205,11 @@ HARMLESS_CHANGES = (
     "log_every", "eval_every", "eval_split", "checkpoint_every", "keep_checkpoints", "best_metric", "best_mode",
     "async_checkpoints", "block_every_step", "profile_steps", "remat", "mesh.*", "partition_rules",
     "fsdp_min_size", "data.worker_count", "data.read_threads", "data.prefetch", "init_from.*", "allow_changes",
-    "per_device_batch_size", "lr_scaling", "reference_batch_size",
+    "per_device_batch_size", "lr_scaling", "reference_batch_size", "eval_sets*",
 )
 # Values of keys that configs stored before the key existed had implicitly.
-IMPLICIT_DEFAULTS = {"optimizer.lr_factor": 1.0, "data.prefetch": 0, "data.format": "folder", "data.prepared_dir": ""}
+IMPLICIT_DEFAULTS = {"optimizer.lr_factor": 1.0, "data.prefetch": 0, "data.format": "folder", "data.prepared_dir": "",
+                     "eval_sets": {}}
 
 
 def apply_overrides(config: ml_collections.ConfigDict, items: Sequence[str]) -> ml_collections.ConfigDict:
@@ -226,6 +231,27 @@ def apply_overrides(config: ml_collections.ConfigDict, items: Sequence[str]) -> 
       node = node[p]
     node[leaf] = parsed
   return config
+
+
+def eval_set_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """A copy of `config` with evaluation set `name`'s fields (`config.eval_sets[name]`, nested like the config)
+  put in place; a field the config lacks is a ValueError naming it."""
+  if name not in config.eval_sets:
+    raise ValueError(f"eval_sets: no set {name!r} (the config has {sorted(config.eval_sets)})")
+  out = config.copy_and_resolve_references()
+
+  def put(node, spec, path):
+    for key, value in spec.items():
+      if key not in node:
+        raise ValueError(f"eval_sets.{name}.{path}{key}: the config has no field {key!r}")
+      if isinstance(value, (dict, ml_collections.ConfigDict)) and isinstance(node[key], ml_collections.ConfigDict):
+        put(node[key], value, f"{path}{key}.")
+      else:
+        node[key] = value
+
+  put(out, config.eval_sets[name], "")
+  out.eval_sets = ml_collections.ConfigDict()
+  return out
 
 
 def flatten(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:

@@ -1,17 +1,21 @@
-"""Evaluates a run's checkpoint and writes one table per evaluation split; it never trains.
+"""Evaluates a run's checkpoint and writes one table per evaluation set or split; it never trains.
 
-  python -m common.train.evaluate --workdir=RUN [--step=N] [--splits=test,val] [--out=DIR] [--set=KEY=VALUE ...]
+  python -m common.train.evaluate --workdir=RUN [--step=N] [--eval_sets=a,b | --splits=test,val] [--out=DIR]
+      [--set=KEY=VALUE ...]
 
 RUN is a run directory: for a two-stage method, the stage to evaluate (RUN/stage2). The config stored with the
 checkpoint (default: the newest readable) is read back, marked finished (no epoch counting, no `init_from`: the
 training set need not be present), and each `--set` override is applied, e.g. `--set data.root=/data/copy` or
 `--set data.format=arrayrecord --set data.prepared_dir=/prepared/ffpp_c40`. The checkpoint is restored onto this
-host's devices, whatever mesh trained it, and evaluated on each split (default: the config's `eval_split`) with
-the method's own evaluation metrics.
+host's devices, whatever mesh trained it, and evaluated with the method's own evaluation metrics on
+  * each of the config's `eval_sets` (or those `--eval_sets` names): the config with that set's fields in place
+    (`config.eval_set_config`), on the set's `eval_split`;
+  * else on each of `--splits` (default: the config's `eval_split`) of the training data's reader.
 
-Written to DIR (default RUN/evaluation): `<split>.md` and `<split>.csv`, one row (split, step, every metric),
-and `evaluation.json` ({workdir, step, splits: {split: metrics}, overrides, code}). The run directory's
-checkpoints are only read: no lock is taken, so a training run may be live in it.
+Written to DIR (default RUN/evaluation): `<set or split>.md` and `.csv`, one row (set, step, every metric);
+`evaluation.md` and `.csv`, one row per set; and `evaluation.json` ({workdir, step, sets: {name: metrics},
+overrides, code}). The run directory's checkpoints are only read: no lock is taken, so a training run may be live
+in it.
 """
 from __future__ import annotations
 
@@ -25,19 +29,30 @@ from common.train import config as config_lib
 from common.train import loop, provenance, weights
 
 
-def evaluate_run(workdir: str, out: str = "", *, step: int | None = None, splits: Sequence[str] = (),
-                 overrides: Sequence[str] = ()) -> dict:
+def evaluate_run(workdir: str, out: str = "", *, step: int | None = None, eval_sets: Sequence[str] = (),
+                 splits: Sequence[str] = (), overrides: Sequence[str] = ()) -> dict:
   """Evaluates `workdir`'s checkpoint (see the module docstring); returns what `evaluation.json` holds."""
+  if eval_sets and splits:
+    raise ValueError("give --eval_sets or --splits, not both")
   with ckpt_lib.Run(workdir) as run_dir:
     stored = run_dir.config(step)
   config = config_lib.apply_overrides(weights.final_stage_config(stored), overrides)
-  names = list(splits) or [config.eval_split]
-  evaluated, metrics = loop.evaluate_checkpoint_splits(config, workdir, names, step)
+  results = {}
+  if eval_sets or (config.eval_sets and not splits):
+    for name in eval_sets or sorted(config.eval_sets):
+      set_config = config_lib.eval_set_config(config, name)
+      split = set_config.eval_split
+      step, metrics = loop.evaluate_checkpoint_splits(set_config, workdir, [split], step)
+      results[name] = metrics[split]
+  else:
+    step, results = loop.evaluate_checkpoint_splits(config, workdir, list(splits) or [config.eval_split], step)
   out = out or os.path.join(workdir, "evaluation")
-  for name, values in metrics.items():
-    tables.write([{"split": name, "step": evaluated, **values}], ("split", "step", *sorted(values)),
-                 os.path.join(out, name))
-  summary = {"workdir": os.path.abspath(workdir), "step": evaluated, "splits": metrics, "overrides": list(overrides),
+  columns = sorted({k for m in results.values() for k in m})
+  rows = [{"set": name, "step": step, **m} for name, m in results.items()]
+  for row in rows:
+    tables.write([row], ("set", "step", *sorted(results[row["set"]])), os.path.join(out, row["set"]))
+  tables.write(rows, ("set", "step", *columns), os.path.join(out, "evaluation"))
+  summary = {"workdir": os.path.abspath(workdir), "step": step, "sets": results, "overrides": list(overrides),
              "code": provenance.code_version()}
   with open(os.path.join(out, "evaluation.json"), "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=1)
@@ -51,10 +66,10 @@ def main(argv):
   f = flags.FLAGS
   if not f.workdir:
     raise ValueError("--workdir is required")
-  summary = evaluate_run(f.workdir, f.out, step=f.step, splits=f.splits, overrides=f.set)
-  for name in summary["splits"]:
-    with open(os.path.join(f.out or os.path.join(f.workdir, "evaluation"), f"{name}.md"), encoding="utf-8") as table:
-      print(table.read(), end="")
+  out = f.out or os.path.join(f.workdir, "evaluation")
+  evaluate_run(f.workdir, out, step=f.step, eval_sets=f.eval_sets, splits=f.splits, overrides=f.set)
+  with open(os.path.join(out, "evaluation.md"), encoding="utf-8") as table:
+    print(table.read(), end="")
 
 
 if __name__ == "__main__":
@@ -63,7 +78,9 @@ if __name__ == "__main__":
   from common.train import tool
   flags.DEFINE_string("workdir", "", "run directory (a two-stage run: the stage to evaluate, e.g. RUN/stage2)")
   flags.DEFINE_integer("step", None, "checkpoint step (default: the newest readable)")
-  flags.DEFINE_list("splits", [], "evaluation splits (default: the config's eval_split)")
+  flags.DEFINE_list("eval_sets", [], "evaluation sets of the config's eval_sets (default: all of them)")
+  flags.DEFINE_list("splits", [], "splits of the training data's reader, when the config has no eval_sets "
+                                  "(default: its eval_split)")
   flags.DEFINE_string("out", "", "output folder (default: WORKDIR/evaluation)")
   flags.DEFINE_multi_string("set", [], "config override KEY=VALUE (the value parsed as a Python literal)")
   tool.run_tool(main, lambda: os.path.join(flags.FLAGS.out or os.path.join(flags.FLAGS.workdir, "evaluation"), "logs")
