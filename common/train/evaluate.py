@@ -34,6 +34,11 @@ def evaluate_run(workdir: str, out: str = "", *, step: int | None = None, eval_s
   """Evaluates `workdir`'s checkpoint (see the module docstring); returns what `evaluation.json` holds."""
   if eval_sets and splits:
     raise ValueError("give --eval_sets or --splits, not both")
+  stages = sorted(d for d in (os.listdir(workdir) if os.path.isdir(workdir) else ())
+                  if os.path.isdir(os.path.join(workdir, d, "checkpoints")))
+  if stages and not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    raise FileNotFoundError(f"{workdir}: a multi-stage run; pass the stage to evaluate: "
+                            + " or ".join(os.path.join(workdir, d) for d in stages))
   with ckpt_lib.Run(workdir) as run_dir:
     stored = run_dir.config(step)
   config = config_lib.apply_overrides(weights.final_stage_config(stored), overrides)
