@@ -294,7 +294,8 @@ class DelocateTask(Task):
   def _reader(self, split: str, methods: tuple[str, ...], real_per_method: bool) -> FaceForensicsReader:
     d = self.config.data
     if prepared.use_prepared(d):
-      return prepared.PreparedFaces(prepared.faces_dir(d, resizes_first=True), split, methods=methods, real_per_method=real_per_method)
+      return prepared.PreparedFaces(prepared.faces_dir(d, resizes_first=True), split, methods=methods,
+                                    real_per_method=real_per_method)
     root = self._root()
     boxes = face_detection.PrecomputedFaceBoxes(os.path.join(root, d.face_boxes)) if d.face_boxes else None
     return FaceForensicsReader(root, split, methods=methods, compression=d.compression,

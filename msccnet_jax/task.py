@@ -67,7 +67,8 @@ class MSCCNetTask(Task):
     d = self.config.data
     split_name = d.train_split if split == "train" else split
     if prepared.use_prepared(d):
-      return prepared.PreparedFaces(prepared.faces_dir(d, resizes_first=not d.augment), split_name, methods=tuple(d.methods) or None,
+      return prepared.PreparedFaces(prepared.faces_dir(d, resizes_first=not d.augment), split_name,
+                                    methods=tuple(d.methods) or None,
                                     real_per_method=split == "train")
     root = self._root()
     methods = tuple(d.methods) or tuple(sorted(os.listdir(os.path.join(root, "manipulated_sequences"))))

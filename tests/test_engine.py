@@ -133,14 +133,16 @@ def test_evaluate_command_reads_the_run_and_writes_one_table_per_split(reference
   assert done.returncode == 0, done.stderr[-2000:]
   with open(tmp_path / "evaluation.json") as f:
     summary = json.load(f)
-  assert summary["step"] == 30 and summary["overrides"] == ["mesh.data=1"] and sorted(summary["sets"]) == ["test", "val"]
+  assert summary["step"] == 30 and summary["overrides"] == ["mesh.data=1"]
+  assert sorted(summary["sets"]) == ["test", "val"]
   assert summary["sets"]["test"]["loss"] == pytest.approx(metrics["loss"], rel=1e-5)
   assert (tmp_path / "val.md").read_text().splitlines()[2].startswith("| val | 30 | ")
   assert (tmp_path / "test.csv").read_text().splitlines()[0] == "set,step,loss"
   assert "| test | 30 | " in done.stdout and "| val | 30 | " in done.stdout and sorted(os.listdir(workdir)) == before
   os.makedirs(tmp_path / "two_stage" / "stage1" / "checkpoints")
   bad = run(f"--workdir={tmp_path / 'two_stage'}")
-  assert bad.returncode == 1 and f"a multi-stage run; pass the stage to evaluate: {tmp_path / 'two_stage' / 'stage1'}\n" in bad.stderr
+  stage = tmp_path / "two_stage" / "stage1"
+  assert bad.returncode == 1 and f"a multi-stage run; pass the stage to evaluate: {stage}\n" in bad.stderr
   bad = run(f"--workdir={tmp_path / 'nowhere'}")
   assert bad.returncode == 1 and f"error: {tmp_path / 'nowhere'}: no checkpoints/ folder" in bad.stderr
   bad = run(f"--workdir={workdir}", f"--out={tmp_path}", "--set=nosuch.key=1")

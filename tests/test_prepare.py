@@ -37,7 +37,8 @@ def prepared_sets(corpus, tmp_path_factory):
   out = tmp_path_factory.mktemp("prepared")
   sets = {"video_inpainting": ("video_inpainting", {}), "faceforensics": ("faces", FACES),
           "faces_32": ("faces", {**FACES, "face_size": 32}),  # resized to Delocate's smoke input size
-          "image_manipulation": ("image_manipulation", {}), "inpainting_images": ("inpainting", {"size": 64, "mask_threshold": 127})}
+          "image_manipulation": ("image_manipulation", {}),
+          "inpainting_images": ("inpainting", {"size": 64, "mask_threshold": 127})}
   for name, (folder, options) in sets.items():
     family = "faceforensics" if folder == "faces" else name
     prepare.prepare(family, os.path.join(corpus, folder), str(out / name), options=options, examples_per_shard=5)
@@ -238,7 +239,8 @@ def test_beam_direct_runner_with_two_workers_writes_the_same_records(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- every method
-def method_config(method: str, corpus: str, prepared_sets: dict, fmt: str, stage: int = 1, faces: str = "faceforensics"):
+def method_config(method: str, corpus: str, prepared_sets: dict, fmt: str, stage: int = 1,
+                  faces: str = "faceforensics"):
   import importlib
   c = importlib.import_module(f"configs.{method}").get_config("smoke")
   d = c.data

@@ -162,8 +162,8 @@ def _faceforensics_jobs(root: str, split: str, o: dict) -> list[DetectFaces]:
   if o["face_boxes"]:
     return []
   folder = os.path.join(root, "original_sequences", "youtube", o["compression"], "videos")
-  ids = sorted({v for name in split.split("+") for pair in read_split_pairs(os.path.join(root, "splits", f"{name}.json"))
-                for v in pair})
+  split_files = [os.path.join(root, "splits", f"{name}.json") for name in split.split("+")]
+  ids = sorted({v for path in split_files for pair in read_split_pairs(path) for v in pair})
   paths = {i: next((p for p in (os.path.join(folder, i + e) for e in VIDEO_EXTENSIONS) if os.path.isfile(p)), None)
            for i in ids}
   cache = os.path.join(default_cache_dir(root), "faces")
