@@ -1,12 +1,12 @@
 """The config a benchmark runs: `configs/<method>.py:<variant>`, one stage of it, with key=value overrides."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 from typing import Sequence
 
 from common.train import config as config_lib
+from common.train import sweep
 
 
 def load(method: str, variant: str, stage: str | None, overrides: Sequence[str], random_weights: bool = False):
@@ -14,10 +14,7 @@ def load(method: str, variant: str, stage: str | None, overrides: Sequence[str],
   parsed as a Python literal, else taken as a string) applied in order. `random_weights` first clears `init_from`
   (no previous stage's checkpoint), so an override can still set it (SafePaint's VGG check reads it)."""
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", f"{method}.py")
-  spec = importlib.util.spec_from_file_location(f"configs_{method}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  stages = config_lib.stage_configs(module.get_config(variant), tempfile.mkdtemp(prefix="bench_"))
+  stages = config_lib.stage_configs(sweep.load_module(path).get_config(variant), tempfile.mkdtemp(prefix="bench_"))
   names = [name for name, _, _ in stages]
   if stage is not None and stage not in names:
     raise ValueError(f"--stage: {method}:{variant} has stages {names}, not {stage!r}")
