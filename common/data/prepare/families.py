@@ -157,15 +157,13 @@ class DetectFaces:
 
 def _faceforensics_jobs(root: str, split: str, o: dict) -> list[DetectFaces]:
   """A `DetectFaces` per real video of the split, unless boxes come from a JSON (`face_boxes`)."""
-  from common.data.readers.faceforensics import default_cache_dir, read_split_pairs
-  from common.data.readers.media import VIDEO_EXTENSIONS
+  from common.data.readers.faceforensics import default_cache_dir, read_split_pairs, video_file
   if o["face_boxes"]:
     return []
   folder = os.path.join(root, "original_sequences", "youtube", o["compression"], "videos")
   split_files = [os.path.join(root, "splits", f"{name}.json") for name in split.split("+")]
   ids = sorted({v for path in split_files for pair in read_split_pairs(path) for v in pair})
-  paths = {i: next((p for p in (os.path.join(folder, i + e) for e in VIDEO_EXTENSIONS) if os.path.isfile(p)), None)
-           for i in ids}
+  paths = {i: video_file(folder, i) for i in ids}
   cache = os.path.join(default_cache_dir(root), "faces")
   return [DetectFaces(path, i, o["frames_per_video"], cache) for i, path in paths.items() if path]
 

@@ -61,6 +61,11 @@ def sample_frame_indices(num_frames: int, count: int) -> list[int]:
   return sorted(set(int(i) for i in np.floor(np.linspace(0, num_frames - 1, count))))
 
 
+def video_file(folder: str, name: str) -> Optional[str]:
+  """`folder/name` with the first of `VIDEO_EXTENSIONS` that exists, else None."""
+  return next((p for p in (os.path.join(folder, name + e) for e in VIDEO_EXTENSIONS) if os.path.isfile(p)), None)
+
+
 def read_split_pairs(path) -> list[tuple[str, str]]:
   """Official FF++ split JSON -> [(a, b), ...]."""
   try:
@@ -152,10 +157,9 @@ class FaceForensicsReader:
     return folder
 
   def _video_path(self, folder: str, name: str) -> str:
-    for ext in VIDEO_EXTENSIONS:
-      path = os.path.join(folder, name + ext)
-      if os.path.isfile(path):
-        return path
+    path = video_file(folder, name)
+    if path is not None:
+      return path
     raise DataError(os.path.join(folder, name + ".mp4"),
                     f"the split {' + '.join(map(os.path.basename, self.split_files))} names video {name!r} "
                     "but it is missing")
