@@ -55,9 +55,17 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       on_error="raise",         # a bad video: 'raise', or 'skip' it when indexing (counted in the log)
       size=224, flip=True, worker_count=0, read_threads=4, prefetch=0,
       format="folder", prepared_dir="",  # 'arrayrecord': the --out of python -m common.data.prepare
-      # Cross-dataset test sets (roots in their own layouts); their readers are not part of the suite yet.
-      cross_datasets=dict(celeb_df_v2="", dfdc="", dfd=""),
+      layout="faceforensics",   # or a cross-dataset test set: 'celeb_df' | 'dfdc' | 'dfd' (evaluation only)
   ))
+  # The paper's test sets (python -m common.train.evaluate --workdir=RUN/stage2): FF++ (the trained split) and the
+  # cross-dataset sets in their published layouts. A root "" is the demo corpus's tiny copy of that layout; set
+  # the real ones with --set eval_sets.celeb_df_v2.data.root=/data/Celeb-DF-v2 (docs/protocols.md).
+  c.eval_sets = ml_collections.ConfigDict({
+      "ffpp": {},
+      "celeb_df_v2": {"data": {"layout": "celeb_df", "root": ""}},
+      "dfdc": {"data": {"layout": "dfdc", "root": ""}},
+      "dfd": {"data": {"layout": "dfd", "root": ""}},
+  })
   c.global_batch_size = 64
   c.reference_batch_size = 64 if variant == "paper" else 0  # the paper's batch, for --config.lr_scaling
   c.eval_split = "test"

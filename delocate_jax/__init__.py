@@ -35,8 +35,9 @@ Localization (stage 2, `model.localizer`, `loss`, `meta`, `video_aggregation`)
 
 Data and training (`data`, `stages`)
   * FF++ c23, the four manipulations with masks (FaceShifter has none), official mask videos, 20 frames per
-    video, 1.3x crops, 224x224; `data.cross_methods` evaluated without training (cross-manipulation),
-    `data.cross_datasets` (Celeb-DF v2, DFDC, DFD) are named but their readers are not in the suite.
+    video, 1.3x crops, 224x224; `data.cross_methods` evaluated without training (cross-manipulation); the
+    cross-dataset sets (Celeb-DF v2, DFDC, DFD) are `eval_sets` read by `common.data.readers.face_videos`
+    (frame and video metrics only: they have no pixel masks).
   * AdamW (betas 0.9/0.95, weight decay 0.05, cosine with 5% warmup): MAE's recipe; stage 1 lr 1.5e-4 x B/256,
     stage 2 lr 1e-4; step counts are placeholders (unknown).
 """

@@ -20,39 +20,35 @@ Evaluation of stage 2 (the split's real frames listed once): frame-level `image_
 video-level `video_acc` / `video_auc` (frame scores of a video aggregated by `video_aggregation`), per-frame
 `pixel_f1` / `pixel_iou` / `pixel_auc` over the manipulated frames (`common.metrics`), on the fakes of
 `data.methods` with the real faces; the same on the fakes of `data.cross_methods` with the real faces under
-`cross_*` (cross-manipulation evaluation).
+`cross_*` (cross-manipulation evaluation). A cross-dataset set (`data.layout` 'celeb_df' | 'dfdc' | 'dfd', e.g. as
+one of `config.eval_sets`) has no pixel masks: its crops, real and fake, give the frame and video metrics only.
+Data adapters are in `delocate_jax.data`, the metrics in `delocate_jax.metrics`.
 """
 
 import functools
 import os
-from typing import ClassVar
-import zlib
 
-import flax
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from clu import metrics as clu_metrics
 from flax import nnx
-from jax.experimental import multihost_utils
 
-from common import metrics
 from common.data import demo, prepared, transforms
 from common.data.faces import detection as face_detection
 from common.data.readers import FaceForensicsReader
-from common.data.readers.media import DataError
+from common.data.readers import face_videos
 from common.losses import segmentation
 from common.nn import vit
 from common.train.task import Task, eval_view
+from delocate_jax import data as data_lib
 from delocate_jax import face_regions
+from delocate_jax import metrics as metrics_lib
 from delocate_jax import model as model_lib
 
 # MAE's input normalisation: ImageNet mean / std on [0, 1] RGB.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-AGGREGATIONS = ("mean", "max")
 
 
 def normalize(image: jax.Array, dtype=jnp.float32) -> jax.Array:
@@ -63,195 +59,6 @@ def normalize(image: jax.Array, dtype=jnp.float32) -> jax.Array:
 def denormalize(x: jax.Array) -> jax.Array:
   """Normalised [..., 3] -> RGB in [0, 1] (float32, not clipped)."""
   return x.astype(jnp.float32) * jnp.asarray(STD) + jnp.asarray(MEAN)
-
-
-# ---------------------------------------------------------------------------------------------------- data
-class FaceKeys(grain.transforms.Map):
-  """Adds `video` (int32 hash of the source video path) and `domain` (0 real, 1 + index in `methods`) from the
-  reader's `id` ('<relative video path>#frame<i>')."""
-
-  def __init__(self, methods):
-    self.methods = tuple(methods)
-
-  def map(self, record: dict) -> dict:
-    path = record["id"].split("#")[0]
-    parts = path.replace("\\", "/").split("/")
-    domain = 0
-    if parts[0] == "manipulated_sequences":
-      if parts[1] not in self.methods:
-        raise DataError(path, f"manipulation {parts[1]!r} is not one of {self.methods}")
-      domain = 1 + self.methods.index(parts[1])
-    return {**record, "video": np.int32(zlib.crc32(path.encode()) & 0x7FFFFFFF), "domain": np.int32(domain)}
-
-
-class PairedFaces:
-  """(fake, aligned real) crop pairs of a `FaceForensicsReader` built with `real_per_method=True` (which lists
-  the real crop of the same frame and box right after each fake one): records {'frames': uint8 [2, h, h, 3]
-  (fake, real), 'mask': the fake's mask, 'label': 1, 'id'}."""
-
-  def __init__(self, reader: FaceForensicsReader):
-    self.reader = reader
-
-  def __len__(self) -> int:
-    return len(self.reader) // 2
-
-  def __getitem__(self, index: int) -> dict:
-    fake, real = self.reader[2 * index], self.reader[2 * index + 1]
-    if (fake["label"], real["label"]) != (1, 0) or fake["image"].shape != real["image"].shape:
-      raise DataError(fake["id"], f"expected a fake crop followed by its real crop, got {real['id']}")
-    return {"frames": np.stack([fake["image"], real["image"]]), "mask": fake["mask"], "label": 1, "id": fake["id"]}
-
-
-# ------------------------------------------------------------------------------------------------- metrics
-def _host(array) -> np.ndarray:
-  if isinstance(array, jax.Array) and not array.is_fully_addressable:
-    array = multihost_utils.process_allgather(array, tiled=True)
-  return np.asarray(array)
-
-
-@flax.struct.dataclass
-class _VideoScores(clu_metrics.Metric):
-  """Collects (video, frame score, label, valid) per batch; merge on the host (like `metrics.ImageAUC`)."""
-  videos: tuple
-  scores: tuple
-  labels: tuple
-  valid: tuple
-
-  aggregation: ClassVar[str] = "mean"
-
-  @classmethod
-  def empty(cls):
-    return cls(videos=(), scores=(), labels=(), valid=())
-
-  @classmethod
-  def from_model_output(cls, *, video, pred_label, label, valid=None, **_):
-    valid = jnp.ones(pred_label.shape, bool) if valid is None else valid.astype(bool)
-    return cls(videos=(video,), scores=(pred_label.astype(jnp.float32),), labels=(label,), valid=(valid,))
-
-  def merge(self, other):
-    return type(self)(**{k: tuple(_host(a) for a in getattr(self, k) + getattr(other, k))
-                         for k in ("videos", "scores", "labels", "valid")})
-
-  def per_video(self) -> tuple[np.ndarray, np.ndarray]:
-    """(aggregated score, label) per video of the valid frames."""
-    if not self.scores:
-      return np.zeros(0), np.zeros(0)
-    videos, scores, labels, valid = (np.concatenate([_host(a) for a in getattr(self, k)])
-                                     for k in ("videos", "scores", "labels", "valid"))
-    videos, scores, labels = videos[valid], scores[valid], labels[valid]
-    ids = np.unique(videos)
-    reduce = np.mean if self.aggregation == "mean" else np.max
-    return (np.array([reduce(scores[videos == v]) for v in ids]),
-            np.array([labels[videos == v].max() for v in ids]))
-
-
-@flax.struct.dataclass
-class VideoAUC(_VideoScores):
-  """ROC AUC of the per-video scores (NaN without both classes)."""
-
-  def compute(self):
-    scores, labels = self.per_video()
-    return metrics.ImageAUC(scores=(scores,), labels=(labels,), valid=(np.ones(len(scores), bool),)).compute()
-
-
-@flax.struct.dataclass
-class VideoAccuracy(_VideoScores):
-  """Share of videos with (aggregated score > 0.5) == label."""
-
-  def compute(self):
-    scores, labels = self.per_video()
-    return float(np.mean((scores > 0.5) == labels)) if len(scores) else float("nan")
-
-
-@functools.cache
-def detection_metrics(aggregation: str) -> type[clu_metrics.Collection]:
-  if aggregation not in AGGREGATIONS:
-    raise ValueError(f"video_aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
-  configured = {cls.__name__: flax.struct.dataclass(type(cls.__name__, (cls,), {"aggregation": aggregation,
-                                                                                 "__module__": __name__}))
-                for cls in (VideoAUC, VideoAccuracy)}
-  return clu_metrics.Collection.create(
-      image_acc=metrics.ImageAccuracy, image_auc=metrics.ImageAUC, video_acc=configured["VideoAccuracy"],
-      video_auc=configured["VideoAUC"], pixel_f1=metrics.PixelF1, pixel_iou=metrics.PixelIoU,
-      pixel_auc=metrics.PixelAUC)
-
-
-@flax.struct.dataclass
-class SplitMetrics:
-  """In-domain and (optional) cross-manipulation collections, merged and computed together."""
-  main: clu_metrics.Collection
-  cross: clu_metrics.Collection | None
-
-  def merge(self, other):
-    return SplitMetrics(self.main.merge(other.main), None if self.cross is None else self.cross.merge(other.cross))
-
-  def compute(self):
-    out = dict(self.main.compute())
-    if self.cross is not None:
-      out.update({f"cross_{k}": v for k, v in self.cross.compute().items()})
-    return out
-
-
-@flax.struct.dataclass
-class RecoveryRatio(clu_metrics.Metric):
-  """Mean recovery error over the manipulated pixels of fakes / over the same pixels of their real crops."""
-  fake: jax.Array
-  real: jax.Array
-
-  @classmethod
-  def empty(cls):
-    return cls(fake=jnp.zeros((), jnp.float32), real=jnp.zeros((), jnp.float32))
-
-  @classmethod
-  def from_model_output(cls, *, fake_error, real_error, gt_mask, valid, **_):
-    m = (gt_mask > 0) & valid[:, None, None]
-    return cls(fake=jnp.sum(jnp.where(m, fake_error, 0.0)), real=jnp.sum(jnp.where(m, real_error, 0.0)))
-
-  def merge(self, other):
-    return type(self)(fake=self.fake + other.fake, real=self.real + other.real)
-
-  def compute(self):
-    return self.fake / self.real
-
-
-@flax.struct.dataclass
-class _RegionError(clu_metrics.Metric):
-  total: jax.Array
-  count: jax.Array
-  key: ClassVar[str] = "fake_error"
-
-  @classmethod
-  def empty(cls):
-    return cls(total=jnp.zeros((), jnp.float32), count=jnp.zeros((), jnp.int32))
-
-  @classmethod
-  def from_model_output(cls, *, gt_mask, valid, **outputs):
-    m = (gt_mask > 0) & valid[:, None, None]
-    return cls(total=jnp.sum(jnp.where(m, outputs[cls.key], 0.0)), count=jnp.sum(m))
-
-  def merge(self, other):
-    return type(self)(total=self.total + other.total, count=self.count + other.count)
-
-  def compute(self):
-    return self.total / self.count
-
-
-@flax.struct.dataclass
-class FakeRegionError(_RegionError):
-  key = "fake_error"
-
-
-@flax.struct.dataclass
-class RealRegionError(_RegionError):
-  key = "real_error"
-
-
-@flax.struct.dataclass
-class RecoveryMetrics(clu_metrics.Collection):
-  recovery_ratio: RecoveryRatio
-  recovery_error_fake_region: FakeRegionError
-  recovery_error_real_region: RealRegionError
-  recon_loss: clu_metrics.Average.from_output("recon_loss")
 
 
 # ---------------------------------------------------------------------------------------------------- task
@@ -278,6 +85,11 @@ class DelocateTask(Task):
   # ------------------------------------------------------------------ data
   def _root(self) -> str:
     return self.config.data.root or os.path.join(demo.ensure_demo_corpus(), "faces")
+
+  @property
+  def face_set(self) -> bool:
+    """True when `data.layout` names a cross-dataset test set (labelled videos without masks), not FF++."""
+    return self.config.data.get("layout", "faceforensics") != "faceforensics"
 
   def methods(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(training manipulations, cross-evaluation manipulations)."""
@@ -306,13 +118,23 @@ class DelocateTask(Task):
   def source(self, split: str):
     """Training: stage 1 the real faces once each; stage 2 each fake crop (of `data.methods`) followed by its
     real crop. Evaluation (the trained and the cross manipulations): stage 1 (fake, aligned real) crop pairs
-    (`PairedFaces`); stage 2 the crops with the real ones listed once."""
+    (`PairedFaces`); stage 2 the crops with the real ones listed once, or a cross-dataset set's crops
+    (`data.layout`: 'celeb_df' | 'dfdc' | 'dfd', `face_videos.reader_from_config`)."""
+    if self.face_set:
+      if split == "train" or self.config.stage == 1:
+        raise ValueError(f"data.layout: the {self.config.data.layout} set has no pixel masks and no aligned real "
+                         "crops; it is a stage-2 evaluation set (train on FF++, data.layout='faceforensics')")
+      return self._face_set_reader()
     train, cross = self.methods()
     if split == "train":
       return self._reader(split, () if self.config.stage == 1 else train, self.config.stage == 2)
     if self.config.stage == 1:
-      return PairedFaces(self._reader(split, train + cross, True))
+      return data_lib.PairedFaces(self._reader(split, train + cross, True))
     return self._reader(split, train + cross, False)
+
+  @functools.cache
+  def _face_set_reader(self) -> face_videos.FaceVideoReader:
+    return face_videos.reader_from_config(self.config.data)
 
   def steps_per_epoch(self) -> int:
     return max(len(self.source("train")) // self.config.global_batch_size, 1)
@@ -322,7 +144,8 @@ class DelocateTask(Task):
     The flips are drawn on the device (`_flip`), so training and evaluation share these."""
     c, d = self.config, self.config.data
     paired = c.stage == 1 and split != "train"
-    return ([] if paired else [FaceKeys(sum(self.methods(), ()))]) + [
+    keys = data_lib.FaceKeys(None if self.face_set else sum(self.methods(), ()))
+    return ([] if paired else [keys]) + [
         transforms.Resize(d.size, d.size),
         face_regions.RoiTokens(c.model.patch, d.crop_scale, c.masking.min_coverage)]
 
@@ -418,21 +241,23 @@ class DelocateTask(Task):
       error = jnp.abs(denormalize(images) - denormalize(recovery)).mean(-1).reshape(b, 2, *frames.shape[2:4])
       real = images.reshape(b, 2, *images.shape[1:])[:, 1]
       recon = self._stage1_loss(net, real, batch["roi"], self.key(1), per_sample=True)
-      return RecoveryMetrics.single_from_model_output(fake_error=error[:, 0], real_error=error[:, 1],
-                                                      gt_mask=batch["mask"], valid=valid, recon_loss=recon,
-                                                      mask=valid)
+      return metrics_lib.RecoveryMetrics.single_from_model_output(
+          fake_error=error[:, 0], real_error=error[:, 1], gt_mask=batch["mask"], valid=valid, recon_loss=recon,
+          mask=valid)
     out, _ = self._localize(net, normalize(batch["image"], self.dtype), batch["roi"], self.key(0), False)
     kw = dict(pred_label=jax.nn.sigmoid(out["logit"].astype(jnp.float32)), label=batch["label"],
               pred_mask=jax.nn.sigmoid(out["mask_logits"].astype(jnp.float32)), gt_mask=batch["mask"],
               video=batch["video"])
-    num_train = len(self.methods()[0])
-    collection = detection_metrics(self.config.video_aggregation)
-    main = collection.single_from_model_output(valid=valid & (batch["domain"] <= num_train), **kw)
-    cross = None
-    if self.methods()[1]:
-      cross = collection.single_from_model_output(
-          valid=valid & ((batch["domain"] == 0) | (batch["domain"] > num_train)), **kw)
-    return SplitMetrics(main, cross)
+    collection = metrics_lib.detection_metrics(self.config.video_aggregation, pixel=not self.face_set)
+    if self.face_set:  # every crop of the set, real and fake; no pixel masks
+      return metrics_lib.SplitMetrics(collection.single_from_model_output(valid=valid, **kw), None)
+    train, cross = self.methods()
+    main = collection.single_from_model_output(valid=valid & (batch["domain"] <= len(train)), **kw)
+    unseen = None
+    if cross:
+      unseen = collection.single_from_model_output(
+          valid=valid & ((batch["domain"] == 0) | (batch["domain"] > len(train))), **kw)
+    return metrics_lib.SplitMetrics(main, unseen)
 
   def image_summaries(self, state, batch):
     if self.config.stage == 1:

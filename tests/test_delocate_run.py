@@ -89,3 +89,27 @@ def test_export_of_the_trained_run_gives_scores_masks_and_recoveries(two_stage_r
   assert np.asarray(out["score"]).shape == (2,) and np.asarray(out["probs"]).shape == (2, 32, 32)
   assert np.asarray(out["recovery"]).shape == (2, 32, 32, 3)
 
+
+
+def test_evaluate_reads_the_cross_dataset_layouts_with_frame_and_video_metrics(tiny_faces, two_stage_run, tmp_path):
+  """FF++ -> Celeb-DF v2 / DFDC / DFD (the paper's protocol) on tiny copies of the layouts holding the test split's
+  videos: the DFDC copy's crops are FF++'s test crops of both manipulations, so its metrics equal the FF++ set's
+  with both manipulations evaluated in-domain; the face sets have no pixel columns."""
+  from common.data.demo import face_sets
+  from common.train import evaluate
+  workdir, _ = two_stage_run
+  overrides = ["eval_sets.ffpp.data={'methods': ('FaceSwap', 'NeuralTextures'), 'cross_methods': ()}"]
+  for name, layout in (("celeb_df_v2", "celeb_df"), ("dfdc", "dfdc"), ("dfd", "dfd")):
+    root = face_sets.build_face_set(tiny_faces, layout, str(tmp_path / layout))
+    overrides.append(f"eval_sets.{name}.data.root={root}")
+  summary = evaluate.evaluate_run(os.path.join(workdir, "stage2"), str(tmp_path / "out"), overrides=overrides)
+  sets = summary["sets"]
+  assert sorted(sets) == ["celeb_df_v2", "dfd", "dfdc", "ffpp"]
+  for name in ("celeb_df_v2", "dfdc", "dfd"):
+    assert sorted(sets[name]) == ["image_acc", "image_auc", "video_acc", "video_auc"], name
+    assert all(0.0 <= v <= 1.0 for v in sets[name].values()), sets[name]
+  for key in ("image_auc", "image_acc", "video_auc", "video_acc"):
+    assert sets["dfdc"][key] == pytest.approx(sets["ffpp"][key], abs=1e-6), key
+  assert "pixel_f1" in sets["ffpp"]
+  table = (tmp_path / "out" / "evaluation.md").read_text()
+  assert all(f"| {name} |" in table for name in sets)

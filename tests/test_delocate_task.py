@@ -10,6 +10,8 @@ import pytest
 from common.data import demo
 from common.train import config as config_lib
 from configs import delocate as delocate_configs
+from delocate_jax import data as data_lib
+from delocate_jax import metrics as metrics_lib
 from delocate_jax import task as task_lib
 
 
@@ -33,7 +35,7 @@ def test_eval_reads_real_frames_once_and_stage_one_pairs_fakes_with_their_real_c
   source = task2.source("test")
   ids = [source[i]["id"] for i in range(len(source))]
   assert len(ids) == len(set(ids))
-  keys = task_lib.FaceKeys(sum(task2.methods(), ()))
+  keys = data_lib.FaceKeys(sum(task2.methods(), ()))
   domains = {keys.map(source[i])["domain"] for i in range(len(source))}
   assert domains == {0, 1, 2}  # real, FaceSwap (trained), NeuralTextures (cross)
   task1 = config_lib.build_task(smoke(tiny_faces, stage=1))
@@ -52,14 +54,14 @@ def test_recovery_ratio_compares_errors_on_the_same_pixels():
   fake = np.where(mask > 0, 0.3, 0.9).astype(np.float32)
   real = np.full((2, 4, 4), 0.1, np.float32)
   valid = jnp.array([True, False])
-  m = task_lib.RecoveryRatio.from_model_output(fake_error=fake, real_error=real, gt_mask=mask, valid=valid)
+  m = metrics_lib.RecoveryRatio.from_model_output(fake_error=fake, real_error=real, gt_mask=mask, valid=valid)
   assert float(m.compute()) == pytest.approx(3.0)
-  swapped = task_lib.RecoveryRatio.from_model_output(fake_error=real, real_error=fake, gt_mask=mask, valid=valid)
+  swapped = metrics_lib.RecoveryRatio.from_model_output(fake_error=real, real_error=fake, gt_mask=mask, valid=valid)
   assert float(swapped.compute()) == pytest.approx(1 / 3)
 
 
 def test_video_metrics_aggregate_frame_scores_per_video():
-  collection = task_lib.detection_metrics("mean")
+  collection = metrics_lib.detection_metrics("mean")
   video = jnp.array([7, 7, 9, 9, 5, 5])
   label = jnp.array([1, 1, 0, 0, 1, 1])
   score = jnp.array([0.9, 0.3, 0.2, 0.8, 0.1, 0.2])  # video means 0.6, 0.5, 0.15
@@ -69,9 +71,9 @@ def test_video_metrics_aggregate_frame_scores_per_video():
   out = out.merge(collection.empty()).compute()
   assert out["video_auc"] == pytest.approx(0.5)  # 0.6 > 0.5 > 0.15: one of two fake videos above the real one
   assert out["video_acc"] == pytest.approx(2 / 3)
-  maxed = task_lib.detection_metrics("max")
+  maxed = metrics_lib.detection_metrics("max")
   out = maxed.single_from_model_output(pred_label=score, label=label, pred_mask=probs, gt_mask=probs, video=video,
                                        valid=jnp.ones(6, bool))
   assert out.merge(maxed.empty()).compute()["video_auc"] == pytest.approx(0.5)  # maxima 0.9, 0.8 (real), 0.2
   with pytest.raises(ValueError, match="video_aggregation"):
-    task_lib.detection_metrics("median")
+    metrics_lib.detection_metrics("median")

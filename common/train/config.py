@@ -206,10 +206,11 @@ HARMLESS_CHANGES = (
     "async_checkpoints", "block_every_step", "profile_steps", "remat", "mesh.*", "partition_rules",
     "fsdp_min_size", "data.worker_count", "data.read_threads", "data.prefetch", "init_from.*", "allow_changes",
     "per_device_batch_size", "lr_scaling", "reference_batch_size", "eval_sets*",
+    "data.cross_datasets.*",  # Delocate's placeholder roots, never read, replaced by its eval_sets
 )
 # Values of keys that configs stored before the key existed had implicitly.
 IMPLICIT_DEFAULTS = {"optimizer.lr_factor": 1.0, "data.prefetch": 0, "data.format": "folder", "data.prepared_dir": "",
-                     "eval_sets": {}}
+                     "eval_sets": {}, "data.layout": "faceforensics"}
 
 
 def apply_overrides(config: ml_collections.ConfigDict, items: Sequence[str]) -> ml_collections.ConfigDict:

@@ -144,3 +144,22 @@ class FaceVideoReader:
 
   def __repr__(self) -> str:
     return f"FaceVideoReader(root={self.root!r}, layout={self.layout!r}, records={len(self)})"
+
+
+def reader_from_config(d) -> FaceVideoReader:
+  """The `FaceVideoReader` a face config's `data` fields describe: `layout`, `root` ("" = the demo corpus's copy
+  of the layout, `common.data.demo.face_sets`), `compression`, `frames_per_video`, `crop_scale`, `face_boxes`
+  (a JSON of boxes relative to the root; "" = detection) and `on_error`. Read from the source videos only: a
+  prepared ArrayRecord set holds FF++, so `data.format` must be 'folder'."""
+  if d.layout not in LAYOUTS:
+    raise ValueError(f"data.layout: {d.layout!r} is not a face-video test set layout ({sorted(LAYOUTS)})")
+  if d.get("format", "folder") != "folder":
+    raise ValueError(f"data.format: the {d.layout} set is read from its videos; set data.format='folder'")
+  if d.root:
+    root = d.root
+  else:
+    from common.data.demo import face_sets  # imported here: face_sets imports the readers
+    root = face_sets.ensure_face_set(d.layout)
+  boxes = face_detection.PrecomputedFaceBoxes(os.path.join(root, d.face_boxes)) if d.face_boxes else None
+  return FaceVideoReader(root, d.layout, compression=d.compression, frames_per_video=d.frames_per_video,
+                         crop_scale=d.crop_scale, face_boxes=boxes, on_error=d.on_error)
