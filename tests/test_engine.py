@@ -9,6 +9,7 @@ import sys
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -166,6 +167,15 @@ def test_evaluation_sets_apart_from_the_training_data(reference_run, tmp_path):
     evaluate.evaluate_run(workdir, str(tmp_path), overrides=overrides)
   with pytest.raises(ValueError, match=r"eval_sets.typo.data.root: the config has no field 'root'"):
     evaluate.evaluate_run(workdir, str(tmp_path), overrides=["eval_sets={'typo': {'data': {'root': 'x'}}}"])
+
+
+def test_evaluation_set_may_name_a_field_a_run_stored_before_it_existed():
+  """A run stored before `data.layout` existed takes an evaluation set that sets it (`IMPLICIT_DEFAULTS`)."""
+  stored = config_lib.apply_overrides(ml_collections.ConfigDict({"data": {"root": ""}, "eval_sets": {}}), [
+      "eval_sets={'celeb': {'data': {'layout': 'celeb_df', 'root': '/celeb'}}, 'typo': {'data': {'layot': 'x'}}}"])
+  assert config_lib.eval_set_config(stored, "celeb").data.to_dict() == {"root": "/celeb", "layout": "celeb_df"}
+  with pytest.raises(ValueError, match=r"eval_sets.typo.data.layot: the config has no field 'layot'"):
+    config_lib.eval_set_config(stored, "typo")
 
 
 def test_sweep_trains_each_entry_resumes_and_marks_the_best_value(tmp_path):
