@@ -219,6 +219,23 @@ def test_video_inpainting_davis_subfolders(tmp_path):
   np.testing.assert_array_equal(reader[0]["mask"], truth[("E2FGVI", "dog")][1][2])
 
 
+def test_video_inpainting_keeps_the_videos_of_a_mean_mask_ratio_bin(tmp_path):
+  """ratio_bin: the official split_files.py rule, the mean mask ratio over every mask frame of a video."""
+  make_inpainting_set(str(tmp_path), num_frames=4)  # both videos: 8x12 of 24x32 (0.125, medium) in every frame
+  for t in range(4):  # 'car': half of each frame but the first, which is empty: mean 0.375, large
+    _write_png(str(tmp_path / "Annotations" / "car" / f"{t:05d}.png"),
+               np.pad(np.full((24, 16), 255 * (t > 0), np.uint8), ((0, 0), (0, 16))))
+  def by_bin(ratio_bin):
+    reader = VideoInpaintingReader(str(tmp_path), ratio_bin=ratio_bin, methods=["VI"], clip_length=3)
+    return sorted({reader.clip_source(i)[0] for i in range(len(reader))})
+
+  assert by_bin("medium") == ["Inpainted/VI/bear"] and by_bin("large") == ["Inpainted/VI/car"]
+  with pytest.raises(media.DataError, match="no clip in split 'train' with mean mask ratio in bin 'small'"):
+    VideoInpaintingReader(str(tmp_path), ratio_bin="small", clip_length=3)
+  with pytest.raises(ValueError, match="ratio_bin must be None or one of"):
+    VideoInpaintingReader(str(tmp_path), ratio_bin="tiny")
+
+
 def test_readers_are_picklable_and_feed_the_grain_pipeline(inpainting_set):
   root, _ = inpainting_set
   reader = VideoInpaintingReader(root)

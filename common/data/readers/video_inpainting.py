@@ -15,6 +15,10 @@ file stem. An inpainted clip whose every mask frame (of all T frames, whatever `
 naming its middle mask: an object may leave some frames of a clip, but a clip without any is mislabelled or its
 masks are misread. Frames (and masks) of one video must share one size (DataError naming the odd frame).
 
+With `ratio_bin`, only the inpainted videos whose mean mask ratio (the share of object pixels, averaged over
+every mask frame of the video) falls in that ViLocal bin are kept: 'small' (< 0.05), 'medium' (< 0.25) or
+'large' (the rest), the rule of the official `split_files.py` that splits MOSE100 per inpainter.
+
 Records: {'frames': uint8 [T, H, W, 3], 'mask': uint8 {0,1} [H, W] (or [T, H, W]), 'label': int, 'id': str}.
 
 The index is built and checked in `__init__` (missing or empty folders, frames without masks, mask sizes
@@ -29,6 +33,7 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from common import metrics
 from common.data.readers.media import (IMAGE_EXTENSIONS, DataError, ErrorPolicy, check_same_size, image_size,
                                        list_files, read_image, read_mask)
 
@@ -68,6 +73,7 @@ class VideoInpaintingReader:
     frame_step: distance between consecutive frames within a clip.
     target: 'middle' (mask of frame T // 2, [H, W]) or 'all' (masks of all frames, [T, H, W]).
     include_pristine: also list clips of the pristine frames (label 0).
+    ratio_bin: 'small' | 'medium' | 'large': keep the inpainted videos of that mean mask ratio; None: all.
     frames_dir, masks_dir, inpainted_dir: sub-folders of root.
     split_file: split file path relative to root, with a `{split}` field.
     verify: 'header' (check sizes from file headers), 'decode' (decode every file) or 'none'.
@@ -79,13 +85,16 @@ class VideoInpaintingReader:
                frame_step: int = 1, target: str = "middle", include_pristine: bool = False,
                frames_dir: str = "JPEGImages", masks_dir: str = "Annotations", inpainted_dir: str = "Inpainted",
                split_file: str = os.path.join("ImageSets", "{split}.txt"), verify: str = "header",
-               on_error: str = "raise"):
+               ratio_bin: Optional[str] = None, on_error: str = "raise"):
     if target not in ("middle", "all"):
       raise ValueError(f"target must be 'middle' or 'all', got {target!r}")
     if verify not in ("none", "header", "decode"):
       raise ValueError(f"verify must be 'none', 'header' or 'decode', got {verify!r}")
     if clip_length < 1 or clip_stride < 1 or frame_step < 1:
       raise ValueError("clip_length, clip_stride and frame_step must be >= 1")
+    if ratio_bin not in (None, *metrics.RATIO_BINS):
+      raise ValueError(f"ratio_bin must be None or one of {metrics.RATIO_BINS}, got {ratio_bin!r}")
+    self.ratio_bin = ratio_bin
     self.root = os.fspath(root)
     self.split = split
     self.clip_length = clip_length
@@ -117,8 +126,9 @@ class VideoInpaintingReader:
       for name in self.video_names:
         self._add(lambda: self._pristine_video(name))
     if not self._clips:
-      raise DataError(self.root, f"no clip in split {split!r}" +
-                      (f" ({len(self.skipped)} videos skipped)" if self.skipped else ""))
+      raise DataError(self.root, f"no clip in split {split!r}"
+                      + (f" with mean mask ratio in bin {ratio_bin!r}" if ratio_bin else "")
+                      + (f" ({len(self.skipped)} videos skipped)" if self.skipped else ""))
     self._policy.report(self)
 
   @property
@@ -144,12 +154,20 @@ class VideoInpaintingReader:
         raise DataError(os.path.dirname(video.frames[0]),
                         f"only {len(video.frames)} frames, a clip spans {self._span}")
       self._check(video)
+      if self.ratio_bin and video.masks is not None and self._ratio_bin(video) != self.ratio_bin:
+        return
     except DataError as e:
       self._policy.handle(e)
       return
     index = len(self._videos)
     self._videos.append(video)
     self._clips.extend((index, start) for start in self._starts(video))
+
+  @staticmethod
+  def _ratio_bin(video: _Video) -> str:
+    """The ViLocal bin of the video's mean mask ratio over all of its mask frames."""
+    ratio = float(np.mean([read_mask(m).mean() for m in video.masks]))
+    return metrics.RATIO_BINS[int(metrics.mask_ratio_bin(ratio))]
 
   def _frame_folder(self, folder: str, video: str) -> tuple[str, list[str]]:
     if not os.path.isdir(folder):
