@@ -178,6 +178,18 @@ def test_evaluation_set_may_name_a_field_a_run_stored_before_it_existed():
     config_lib.eval_set_config(stored, "typo")
 
 
+def test_evaluation_sets_read_named_roots():
+  """A set's "{name}" string is `eval_roots.name`: one --set points every set of a dataset at it."""
+  c = ml_collections.ConfigDict({"data": {"root": "", "methods": ()}, "eval_roots": {"mose": ""}, "eval_sets": {
+      "mose_sttn": {"data": {"root": "{mose}", "methods": ("STTN",)}}, "odd": {"data": {"root": "{davis}"}}}})
+  with pytest.raises(ValueError, match=r"eval_roots.mose: empty; the set 'mose_sttn' reads it"):
+    config_lib.eval_set_config(c, "mose_sttn")
+  c = config_lib.apply_overrides(c, ["eval_roots.mose=/data/MOSE100"])
+  assert config_lib.eval_set_config(c, "mose_sttn").data.to_dict() == {"root": "/data/MOSE100", "methods": ("STTN",)}
+  with pytest.raises(ValueError, match=r"eval_sets.odd.data.root: \{davis\} names no eval_roots entry"):
+    config_lib.eval_set_config(c, "odd")
+
+
 def test_sweep_trains_each_entry_resumes_and_marks_the_best_value(tmp_path):
   """`common.train.sweep` on the toy task: one run per entry, every metric a column, the lowest loss bold."""
   from common.train import sweep

@@ -61,6 +61,9 @@ def base_config() -> ml_collections.ConfigDict:
   # (its reader: data.root or data.prepared_dir, data.methods, eval_split, ...). `common.train.evaluate`
   # evaluates each; training evaluates `eval_split` of its own data.
   c.eval_sets = ml_collections.ConfigDict()
+  # Named dataset roots the sets' string fields use as "{name}" (e.g. data.root="{mose100}"), so that one
+  # `--set eval_roots.mose100=/data/MOSE100` points every set of that dataset at it.
+  c.eval_roots = ml_collections.ConfigDict()
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
   c.best_metric = ""               # e.g. 'eval/pixel_f1': also keep the best checkpoint by it
@@ -205,12 +208,12 @@ HARMLESS_CHANGES = (
     "log_every", "eval_every", "eval_split", "checkpoint_every", "keep_checkpoints", "best_metric", "best_mode",
     "async_checkpoints", "block_every_step", "profile_steps", "remat", "mesh.*", "partition_rules",
     "fsdp_min_size", "data.worker_count", "data.read_threads", "data.prefetch", "init_from.*", "allow_changes",
-    "per_device_batch_size", "lr_scaling", "reference_batch_size", "eval_sets*",
+    "per_device_batch_size", "lr_scaling", "reference_batch_size", "eval_sets*", "eval_roots*",
     "data.cross_datasets.*",  # Delocate's placeholder roots, never read, replaced by its eval_sets
 )
 # Values of keys that configs stored before the key existed had implicitly.
 IMPLICIT_DEFAULTS = {"optimizer.lr_factor": 1.0, "data.prefetch": 0, "data.format": "folder", "data.prepared_dir": "",
-                     "eval_sets": {}, "data.layout": "faceforensics"}
+                     "eval_sets": {}, "eval_roots": {}, "data.layout": "faceforensics"}
 
 
 def apply_overrides(config: ml_collections.ConfigDict, items: Sequence[str]) -> ml_collections.ConfigDict:
@@ -237,7 +240,8 @@ def apply_overrides(config: ml_collections.ConfigDict, items: Sequence[str]) -> 
 def eval_set_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
   """A copy of `config` with evaluation set `name`'s fields (`config.eval_sets[name]`, nested like the config)
   put in place; a field the config lacks (and that `IMPLICIT_DEFAULTS` does not name, for a run stored before
-  the field existed) is a ValueError naming it."""
+  the field existed) is a ValueError naming it. A string value "{name}" is `config.eval_roots[name]`, which must
+  be set."""
   if name not in config.eval_sets:
     raise ValueError(f"eval_sets: no set {name!r} (the config has {sorted(config.eval_sets)})")
   out = config.copy_and_resolve_references()
@@ -250,7 +254,19 @@ def eval_set_config(config: ml_collections.ConfigDict, name: str) -> ml_collecti
                                                                              ml_collections.ConfigDict):
         put(node[key], value, f"{path}{key}.")
       else:
-        node[key] = value
+        node[key] = root(value, f"{path}{key}") if isinstance(value, str) else value
+
+  def root(value: str, path: str) -> str:
+    if not (value.startswith("{") and value.endswith("}")):
+      return value
+    key = value[1:-1]
+    roots = config.get("eval_roots", {})
+    if key not in roots:
+      raise ValueError(f"eval_sets.{name}.{path}: {value} names no eval_roots entry (the config has "
+                       f"{sorted(roots)})")
+    if not roots[key]:
+      raise ValueError(f"eval_roots.{key}: empty; the set {name!r} reads it (--set eval_roots.{key}=DIR)")
+    return roots[key]
 
   put(out, config.eval_sets[name], "")
   out.eval_sets = ml_collections.ConfigDict()
