@@ -58,14 +58,12 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       layout="faceforensics",   # or a cross-dataset test set: 'celeb_df' | 'dfdc' | 'dfd' (evaluation only)
   ))
   # The paper's test sets (python -m common.train.evaluate --workdir=RUN/stage2): FF++ (the trained split) and the
-  # cross-dataset sets in their published layouts. A root "" is the demo corpus's tiny copy of that layout; set
-  # the real ones with --set eval_sets.celeb_df_v2.data.root=/data/Celeb-DF-v2 (docs/protocols.md).
-  c.eval_sets = ml_collections.ConfigDict({
-      "ffpp": {},
-      "celeb_df_v2": {"data": {"layout": "celeb_df", "root": ""}},
-      "dfdc": {"data": {"layout": "dfdc", "root": ""}},
-      "dfd": {"data": {"layout": "dfd", "root": ""}},
-  })
+  # cross-dataset sets in their published layouts, read from eval_roots (--set eval_roots.celeb_df_v2=DIR ...;
+  # docs/protocols.md). The demo and smoke configs read the demo corpus's tiny copies of the layouts instead.
+  layouts = {"celeb_df_v2": "celeb_df", "dfdc": "dfdc", "dfd": "dfd"}
+  c.eval_roots = ml_collections.ConfigDict({name: "" for name in layouts})
+  c.eval_sets = ml_collections.ConfigDict(
+      {"ffpp": {}} | {name: {"data": {"layout": layout, "root": f"{{{name}}}"}} for name, layout in layouts.items()})
   c.global_batch_size = 64
   c.reference_batch_size = 64 if variant == "paper" else 0  # the paper's batch, for --config.lr_scaling
   c.eval_split = "test"
@@ -80,6 +78,9 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
 
   if variant in ("demo", "smoke"):
     c.rng_impl = "rbg"  # compiles several times faster on CPU than threefry
+    c.eval_roots = ml_collections.ConfigDict()
+    for name in layouts:
+      c.eval_sets[name].data.root = ""  # the demo corpus's copy of the layout
     c.data.root = ""
     c.data.methods = ("FaceSwap",)
     c.data.cross_methods = ("NeuralTextures",)
