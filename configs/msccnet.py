@@ -11,7 +11,15 @@ CE with weight 1 each. The official backbone starts from ImageNet (openmmlab res
 Train augmentation as the official pipeline (`data.augment`): longer side rescaled to 520 x U[0.5, 2), 512
 crop with the class-ratio retries, flip, photometric distortion (`data.hsv_quirk` reproduces the official HSV
 conversion of BGR arrays labelled RGB; off by default), centred padding with ignored mask pixels.
-Ablations: --config.model.spectral_k, --config.model.spectral_size='()' (basis per feature size),
+Ablations (configs/sweeps/msccnet_ablation.py; the defaults are the paper's model):
+  --config.model.mfa=False   no multi-level feature aggregation: the head reads only the last stage, i.e.
+                             conv3x3+BN+ReLU(C4) to feats_channels (the MFA's C4 branch, `bottleneck3`), with no
+                             C2 / C3 branches and no fusion conv.
+  --config.model.mscc=False  no multi-spectral class centers: the plain segmentation head (the decoder: conv1x1+
+                             BN+ReLU, Dropout2d, conv1x1) on the aggregated features, no DCT / class centers /
+                             GCN and no coarse map, so no map loss (loss.map_weight has no effect).
+  Both False: the decoder on bottleneck3(C4). The image head (pool of C4 + Linear) is the same in every variant.
+Also: --config.model.spectral_k, --config.model.spectral_size='()' (basis per feature size),
 --config.loss.map_weight=0 (no coarse-map supervision), --config.model.image_pool=max (image head pool).
 """
 import ml_collections
@@ -30,6 +38,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       dct_k=8,                 # fixed in the official DCT layer
       spectral_size=(64, 64),  # the official fixed DCT buffer (input 512 at OS8); () builds it per feature size
       image_pool="avg",        # the image head's global pool: official average; "max" an ablation
+      mfa=True,                # multi-level feature aggregation (C2..C4); False: C4 only (ablation, see above)
+      mscc=True,               # the MSCC module; False: the decoder on the features directly (ablation)
   ))
   c.loss = ml_collections.ConfigDict(dict(image_weight=1.0, mask_weight=1.0, map_weight=1.0))
   c.data = ml_collections.ConfigDict(dict(
@@ -46,7 +56,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       augment=True,            # the official rescale / crop / photometric / pad pipeline; False: resize + flip
       scale_range=(0.5, 2.0), cat_max_ratio=0.75, photometric=True, hsv_quirk=False,
       worker_count=0, read_threads=4, prefetch=0,
-      format="folder", prepared_dir=""))  # 'arrayrecord': the --out of python -m common.data.prepare
+      format="folder", prepared_dir="",  # 'arrayrecord': the --out of python -m common.data.prepare
+      layout="faceforensics"))  # or a cross-dataset test set: 'celeb_df' | 'dfdc' | 'dfd' (evaluation only)
   c.global_batch_size = 64
   c.reference_batch_size = 64 if variant == "paper" else 0  # the paper's batch, for --config.lr_scaling
   c.epochs = 30
@@ -94,4 +105,9 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     c.total_steps = 2
     c.log_every = 1
     c.checkpoint_every = 2
+  # One evaluation set per manipulation (its fakes and the real frames): the columns of the cross-manipulation
+  # matrix. Train on one (--config.data.methods='("Deepfakes",)') and evaluate each; the sweep file
+  # configs/sweeps/msccnet_cross_manipulation.py runs the whole matrix (docs/protocols.md).
+  methods = ("FaceSwap", "NeuralTextures") if variant in ("demo", "smoke") else c.data.methods
+  c.eval_sets = ml_collections.ConfigDict({m.lower(): {"data": {"methods": (m,)}} for m in methods})
   return c

@@ -18,6 +18,16 @@ demo: the embedded corpus's inpainting part (240 train / 60 test real pictures w
   VGG built): ImageNet VGG weights cannot be downloaded here and a randomly initialised VGG would be a different
   loss; the demo trains with the hole-normalised L1, adversarial and domain terms at their official weights.
 smoke: the same at 64x64 with width 8, one residual block, a few steps (tests).
+Ablations (configs/sweeps/safepaint_ablation.py; the defaults are the paper's model). The paper's ablation table
+could not be read (spec: body not retrievable), so these are our definitions:
+  --config.model.attention=none    no RWSA: the fine stage without its three attention blocks (its layout is then
+                                   the coarse stage's, with the 20-channel input), as "w/o RWSA" removes the module.
+  --config.model.attention=global  RWSA without the region-wise separation: the same blocks and parameters, the
+                                   hole / background gates set to 1, i.e. every position gets
+                                   fuser([A_bg(F) + Block(A_spl(F)) + A_mix(F), F]) and the mask is not read.
+  --config.loss.domain=0           no region-wise domain loss (the three foreground codes are then not computed,
+                                   so the extractor is trained only through the background style code it feeds the
+                                   fine stage, and its BatchNorm statistics come from that pass alone).
 """
 import ml_collections
 
@@ -34,7 +44,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   c.seed = 10  # the official seed
   c.update_mode = "alternating"  # 'combined': the official single backward pass over G + D losses
   c.model = ml_collections.ConfigDict(dict(
-      width=64, residual_blocks=8, style_dim=16, extractor_width=64, attention_reduction=16, disc_width=64))
+      width=64, residual_blocks=8, style_dim=16, extractor_width=64, attention_reduction=16, disc_width=64,
+      attention="rwsa"))  # the fine stage's attention: 'rwsa' (paper) | 'global' | 'none' (ablations, see above)
   c.loss = ml_collections.ConfigDict(dict(
       l1=1.0, perceptual=0.1, style=250.0, adversarial=0.1, gan="nsgan",
       domain=0.01, domain_real=1.0, domain_background=1.0, domain_mode="official", domain_margin=0.1,
@@ -57,6 +68,12 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000
   c.eval_split = "test"
   c.init_from.include = "vgg/"  # a converted VGG run (safepaint_jax.convert --vgg) provides only the VGG
+  # Perceptual quality in `python -m safepaint_jax.evaluate` (never downloaded; "" = that metric is left out):
+  # LPIPS per hole-ratio bin from a torchvision alexnet / vgg16 state_dict (.pth or .npz) and the lpips package's
+  # v0.1 heads (or lpips_heads_weights), FID over the split from pytorch-fid's pt_inception-2015-12-05-6726825d.pth.
+  c.quality = ml_collections.ConfigDict(dict(
+      lpips_net="alex", lpips_backbone_weights="", lpips_heads_weights="", fid_weights="", fid_batch_size=8,
+      fid_method="sqrtm"))  # 'svd': the same FID with the trace term from the data (fast when images < 2048)
 
   if variant in ("demo", "smoke"):
     c.rng_impl = "rbg"

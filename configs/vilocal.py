@@ -2,9 +2,16 @@
 
 Run: python -m vilocal_jax.main --config=configs/vilocal.py:demo --workdir=DIR
 Both stages run in order (DIR/stage1, DIR/stage2); stage 2 starts from stage 1's encoder and freezes it.
-Ablations: --config.model.noise_layer=False (no HP3D), --config.run_stages=stage2 with
---config.stages.stage2.freeze='()' (no contrastive stage: the whole model trained with the focal loss),
---config.model.depth / widths, --config.stage2_encoder_train_mode=True (the official stage-2 quirk).
+Ablations (configs/sweeps/vilocal_ablation.py):
+  --config.model.noise_layer=False   no HP3D noise layer (the encoder reads the frames themselves).
+  no contrastive stage: stage 2 alone, from scratch, the whole model trained with the focal loss only:
+    --config.run_stages=stage2 --config.stages.stage2.freeze='()' --config.stages.stage2.init_from_stage=''
+    (stage 2 otherwise initialises from DIR/stage1, which this run never writes).
+  one joint stage: the same single stage with the encoder's contrastive loss added to the focal loss
+    (focal + loss.stage2_contrastive_weight x the stage-1 pixel InfoNCE on the same forward pass's embeddings;
+    weight 1 is our choice), stage 2's schedule:
+    the three flags above and --config.loss.stage2_contrastive_weight=1.0
+Also --config.model.depth / widths, --config.stage2_encoder_train_mode=True (the official stage-2 quirk).
 """
 import ml_collections
 
@@ -31,10 +38,13 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       # 'chunked': attention over query chunks, rematerialised; the 6480-token stages 3-4 at 240x432 need
       # O(N^2) ~ 0.7-1.3 GB per block per clip pair with plain 'xla' attention. 'xla' for small inputs.
       attention_impl="chunked", query_chunk=1024))
-  c.loss = ml_collections.ConfigDict(dict(num_samples=3000, temperature=0.1, alpha=0.5, gamma=2.0))
+  c.loss = ml_collections.ConfigDict(dict(
+      num_samples=3000, temperature=0.1, alpha=0.5, gamma=2.0,
+      stage2_contrastive_weight=0.0))  # > 0 with an unfrozen stage 2: the one-joint-stage ablation (see above)
   c.data = ml_collections.ConfigDict(dict(
       root="",              # dataset root in the DAVIS / YouTube-VOS layout; "" = the embedded demo corpus
       methods=(),           # inpainting methods to train on (sub-folders of Inpainted/); () = all
+      mask_ratio_bin="",    # 'small' | 'medium' | 'large': only videos of that mean mask ratio (split_files.py)
       train_split="train", clip_length=5, clip_stride=1, eval_clip_stride=1,
       height=240, width=432,  # every clip is resized to this (the official loader); eval runs at this size
       train_crop=(),          # (h, w): training clips are random crops of that size after the resize; () = none
@@ -57,8 +67,25 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   c.log_every = 100
   c.checkpoint_every = 1000
 
+  if variant == "paper":
+    # Trained on VI + OP (the released `train_VI_OP` checkpoint); tested on DAVIS inpainted by VI, OP and the unseen
+    # CP, and on MOSE100 inpainted by E2FGVI / FuseFormer / STTN, each split into small / medium / large videos
+    # by mean mask ratio. Each root holds Inpainted/<method>/, Annotations/ and ImageSets/test.txt:
+    #   python -m common.train.evaluate --workdir=RUN/stage2 --set eval_roots.davis=DIR --set eval_roots.mose100=DIR
+    c.data.methods = ("VI", "OP")
+    c.eval_roots = ml_collections.ConfigDict({"davis": "", "mose100": ""})
+    c.eval_sets = ml_collections.ConfigDict(
+        {f"davis_{m.lower()}": {"data": {"root": "{davis}", "methods": (m,)}} for m in ("VI", "OP", "CP")}
+        | {f"mose100_{m.lower()}_{b}": {"data": {"root": "{mose100}", "methods": (m,), "mask_ratio_bin": b}}
+           for m in ("E2FGVI", "FuseFormer", "STTN") for b in ("small", "medium", "large")})
   if variant in ("demo", "smoke"):
     c.rng_impl = "rbg"  # compiles several times faster on CPU than threefry
+    # The protocol's shape on the demo corpus's two inpainters: per inpainter, all test videos and the small /
+    # medium ones (no demo video reaches the large bin); train on one with --config.data.methods='("telea",)'.
+    c.eval_sets = ml_collections.ConfigDict(
+        {m: {"data": {"methods": (m,)}} for m in ("telea", "ns")}
+        | {f"{m}_{b}": {"data": {"methods": (m,), "mask_ratio_bin": b}} for m in ("telea", "ns")
+           for b in ("small", "medium")})
   if variant == "demo":
     # The corpus's native 120x216 (no resampling: downscaling smears the noise residual the method reads);
     # training on random 60x108 crops (~2.5 s per stage-1 step on 2 cores) with flips, evaluation on whole frames.

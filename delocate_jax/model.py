@@ -69,6 +69,13 @@ class Delocate(nnx.Module):
     self.mae = vit.MAE(dtype=dtype, rngs=rngs, **mae)
     self.localizer = Localizer(dtype=dtype, rngs=rngs, **localizer)
 
+  @classmethod
+  def from_config(cls, config, *, dtype=None, rngs: nnx.Rngs) -> "Delocate":
+    """The model of `config.model` (configs/delocate.py): the MAE and the localizer at `model.patch`."""
+    m = config.model
+    return cls(mae=dict(patch=m.patch, **m.mae.to_dict()), localizer=dict(patch=m.patch, **m.localizer.to_dict()),
+               dtype=dtype, rngs=rngs)
+
   def recover(self, images: jax.Array, roi: jax.Array, num_masked: int, residual_groups: int,
               rng: jax.Array) -> jax.Array:
     """Recovery of whole faces: images [B, H, W, 3] (normalised), roi [B, R, N] -> [B, H, W, 3].

@@ -65,10 +65,7 @@ def denormalize(x: jax.Array) -> jax.Array:
 class DelocateTask(Task):
 
   def build_models(self, rngs):
-    m = self.config.model
-    return {"model": model_lib.Delocate(mae=dict(patch=m.patch, **m.mae.to_dict()),
-                                        localizer=dict(patch=m.patch, **m.localizer.to_dict()),
-                                        dtype=self.dtype, rngs=rngs)}
+    return {"model": model_lib.Delocate.from_config(self.config, dtype=self.dtype, rngs=rngs)}
 
   @property
   def grid(self) -> tuple[int, int]:

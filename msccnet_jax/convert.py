@@ -50,15 +50,11 @@ RENAME = (
     + _sequential(r"(?:mscc\.)?decoder_map|decoder", {"0": "conv1", "1": "bn", "4": "conv2"})
 )
 
-def model_kwargs(config: ml_collections.ConfigDict | None = None) -> dict:
-  """`MSCCNet` kwargs from `config.model` (default: the released model)."""
-  if config is None:
-    return {}
-  m = config.model
-  return dict(depth=m.depth, output_stride=m.output_stride, stem_channels=m.stem_channels,
-              base_channels=m.base_channels, feats_channels=m.feats_channels, out_channels=m.out_channels,
-              num_classes=m.num_classes, dropout=m.dropout, spectral_k=m.spectral_k, dct_k=m.dct_k,
-              spectral_size=tuple(m.spectral_size) if m.spectral_size else None, image_pool=m.image_pool)
+def _full_model(config: ml_collections.ConfigDict) -> None:
+  """Raises unless `config.model` is the full model (official checkpoints have MFA and MSCC weights)."""
+  if not (config.model.get("mfa", True) and config.model.get("mscc", True)):
+    raise ValueError("config.model.mfa / mscc is False (an ablation), but official MSCCNet checkpoints are of the "
+                     "full model")
 
 
 def check_dct_buffer(key: str, value: np.ndarray, dct_k: int = spectral.OFFICIAL_DCT_K) -> None:
@@ -90,8 +86,14 @@ def load_into(module: nnx.Module, state_dict: Mapping[str, np.ndarray]) -> torch
   return report
 
 
-def build_model(kwargs: dict | None = None) -> model_lib.MSCCNet:
-  return model_lib.MSCCNet(**(kwargs or {}), rngs=nnx.Rngs(0))
+def build_model(config: ml_collections.ConfigDict | None = None, **kwargs) -> model_lib.MSCCNet:
+  """The (fresh) module a checkpoint loads into: `MSCCNet.from_config(config)`, or `MSCCNet(**kwargs)` (default:
+  the released model)."""
+  if config is not None:
+    if kwargs:
+      raise ValueError("pass either a config or model kwargs, not both")
+    return model_lib.MSCCNet.from_config(config, rngs=nnx.Rngs(0))
+  return model_lib.MSCCNet(**kwargs, rngs=nnx.Rngs(0))
 
 
 def from_torch_state_dict(state_dict: Mapping[str, np.ndarray], config: ml_collections.ConfigDict | None = None,
@@ -103,9 +105,10 @@ def from_torch_state_dict(state_dict: Mapping[str, np.ndarray], config: ml_colle
   """
   if config is not None and kwargs:
     raise ValueError("pass either a config or model kwargs, not both")
-  kwargs = kwargs or model_kwargs(config)
+  if config is not None:
+    _full_model(config)
   rest, buffers = _drop_checked_buffers(torch_port.unwrap_checkpoint(state_dict))
-  module, report = torch_port.init_from_torch(lambda: build_model(kwargs), rest, rename=RENAME)
+  module, report = torch_port.init_from_torch(lambda: build_model(config, **kwargs), rest, rename=RENAME)
   report.ignored = sorted(report.ignored + buffers)
   return module, report
 
@@ -130,7 +133,7 @@ def main(argv) -> None:
   if f.pth:
     module, report = from_torch_state_dict(torch_port.load_pth(f.pth), config)
   else:
-    module = build_model(model_kwargs(config))
+    module = build_model(config)  # an ablated model's backbone is the same ResNet: any config may start from it
     report = load_backbone(module, torch_port.load_pth(f.backbone_pth))
   print(f"{f.pth or f.backbone_pth}: {report}")
   print(f"wrote step 0 to {weights.to_workdir(module, config, f.out)}")

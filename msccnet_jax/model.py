@@ -7,6 +7,11 @@ as the official `models/msccnet/{msccnet,mscc}.py` at miaoct/MSCCNet e99309d com
   MSCC:        -> (out [B, h, w, out_channels], coarse map logits [B, h, w, K])
   decoder:     conv1x1+BN+ReLU, Dropout2d, conv1x1 -> mask logits [B, h, w, K]       (h, w = H/8, W/8)
 
+Ablations (`mfa`, `mscc`; both True is the paper's model): `mfa=False` replaces the aggregation by
+`bottleneck3` alone (conv3x3+BN+ReLU of C4 to `feats` channels: only the last stage's features; `bottleneck1,2`
+and `bottleneck_fusion` are not built); `mscc=False` drops the MSCC module: the decoder (the plain segmentation
+head, input width `feats`) runs on the aggregated features and no `coarse_map` is returned.
+
 Attribute names follow the PyTorch modules (`backbone_net`, `classifer` [sic], `bottleneck1..3`,
 `bottleneck_fusion`, `mscc.{bottleneck, decoder_map, fuse, gcn}`, `decoder`) so that `convert.RENAME` is a short
 table of Sequential indices. The MFA input widths are the backbone's C2..C4 widths (the official code hard-codes
@@ -161,6 +166,8 @@ class MSCCNet(nnx.Module):
     spectral_k: groups per axis (n = k**2 groups; 2 released).  dct_k: DCT frequencies per axis (8, fixed
       in the official code).  spectral_size: None (DCT basis per feature size) or the official fixed (64, 64).
     image_pool: 'avg' (released) or 'max', the image head's global pool.
+    mfa: multi-level feature aggregation of C2..C4 (released); False: the last stage only (`bottleneck3(C4)`).
+    mscc: the MSCC module (released); False: the decoder directly on the (aggregated) features, no coarse map.
     dtype: compute dtype (parameters stay float32).
   """
 
@@ -168,27 +175,49 @@ class MSCCNet(nnx.Module):
                base_channels: int = 64, feats_channels: int = 512, out_channels: int = 512,
                num_classes: int = 2, dropout: float = 0.1, spectral_k: int = 2,
                dct_k: int = spectral.OFFICIAL_DCT_K, spectral_size: tuple[int, int] | None = None,
-               image_pool: str = "avg", dtype=None, rngs: nnx.Rngs):
+               image_pool: str = "avg", mfa: bool = True, mscc: bool = True, dtype=None, rngs: nnx.Rngs):
+    self.use_mfa, self.use_mscc = bool(mfa), bool(mscc)
     self.backbone_net = resnet.resnet_v1c(depth, output_stride=output_stride, stem_channels=stem_channels,
                                           base_channels=base_channels, dtype=dtype, rngs=rngs)
     c2, c3, c4 = self.backbone_net.out_channels[1:]
     self.classifer = Classifier(c4, num_classes, pool=image_pool, dtype=dtype, rngs=rngs)
-    self.bottleneck1 = ConvBNReLU(c2, feats_channels, 3, dtype=dtype, rngs=rngs)
-    self.bottleneck2 = ConvBNReLU(c3, feats_channels, 3, dtype=dtype, rngs=rngs)
+    if self.use_mfa:
+      self.bottleneck1 = ConvBNReLU(c2, feats_channels, 3, dtype=dtype, rngs=rngs)
+      self.bottleneck2 = ConvBNReLU(c3, feats_channels, 3, dtype=dtype, rngs=rngs)
     self.bottleneck3 = ConvBNReLU(c4, feats_channels, 3, dtype=dtype, rngs=rngs)
-    self.bottleneck_fusion = ConvBNReLU(3 * feats_channels, feats_channels, 3, dtype=dtype, rngs=rngs)
-    self.mscc = MSCC(num_classes, feats_channels, out_channels, dropout, spectral_k=spectral_k, dct_k=dct_k,
-                     spectral_size=spectral_size, dtype=dtype, rngs=rngs)
-    self.decoder = ClassifierHead(out_channels, num_classes, dropout, dtype=dtype, rngs=rngs)
+    if self.use_mfa:
+      self.bottleneck_fusion = ConvBNReLU(3 * feats_channels, feats_channels, 3, dtype=dtype, rngs=rngs)
+    if self.use_mscc:
+      self.mscc = MSCC(num_classes, feats_channels, out_channels, dropout, spectral_k=spectral_k, dct_k=dct_k,
+                       spectral_size=spectral_size, dtype=dtype, rngs=rngs)
+    self.decoder = ClassifierHead(out_channels if self.use_mscc else feats_channels, num_classes, dropout,
+                                  dtype=dtype, rngs=rngs)
+
+  @classmethod
+  def from_config(cls, config, *, dtype=None, rngs: nnx.Rngs) -> "MSCCNet":
+    """The model of `config.model` (configs/msccnet.py; `mfa` / `mscc` absent = True, the paper's model)."""
+    m = config.model
+    return cls(depth=m.depth, output_stride=m.output_stride, stem_channels=m.stem_channels,
+               base_channels=m.base_channels, feats_channels=m.feats_channels, out_channels=m.out_channels,
+               num_classes=m.num_classes, dropout=m.dropout, spectral_k=m.spectral_k, dct_k=m.dct_k,
+               spectral_size=tuple(m.spectral_size) if m.spectral_size else None, image_pool=m.image_pool,
+               mfa=m.get("mfa", True), mscc=m.get("mscc", True), dtype=dtype, rngs=rngs)
 
   def mfa(self, c2: jax.Array, c3: jax.Array, c4: jax.Array) -> jax.Array:
-    """Multi-level feature aggregation of C2..C4 (same spatial size at OS8) -> [B, h, w, feats]."""
+    """Multi-level feature aggregation of C2..C4 (same spatial size at OS8) -> [B, h, w, feats]; without MFA
+    (`mfa=False`) the last stage's projection `bottleneck3(C4)` alone."""
+    if not self.use_mfa:
+      return self.bottleneck3(c4)
     x = jnp.concatenate([self.bottleneck1(c2), self.bottleneck2(c3), self.bottleneck3(c4)], axis=-1)
     return self.bottleneck_fusion(x)
 
   def __call__(self, image: jax.Array) -> dict[str, jax.Array]:
+    """Without MSCC (`mscc=False`) the decoder runs on the aggregated features and `coarse_map` is absent."""
     _, c2, c3, c4 = self.backbone_net(image)
-    out, coarse = self.mscc(self.mfa(c2, c3, c4))
+    features = self.mfa(c2, c3, c4)
+    if not self.use_mscc:
+      return {"image_logits": self.classifer(c4), "mask_logits": self.decoder(features)}
+    out, coarse = self.mscc(features)
     return {"image_logits": self.classifer(c4), "mask_logits": self.decoder(out), "coarse_map": coarse}
 
 

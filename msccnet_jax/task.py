@@ -27,9 +27,10 @@ from common import metrics
 from common.data import demo, prepared, transforms
 from common.data.faces import detection as face_detection
 from common.data.readers import FaceForensicsReader
+from common.data.readers import face_videos
 from common.losses import segmentation
 from common.train.task import Task
-from msccnet_jax import convert, model as model_lib
+from msccnet_jax import model as model_lib
 
 # The official Normalize: BGR -> RGB, then ImageNet mean / std on the 0-255 scale.
 MEAN = (123.675, 116.28, 103.53)
@@ -48,6 +49,13 @@ class MSCCNetMetrics(clu_metrics.Collection):
   pixel_auc: metrics.PixelAUC
 
 
+@flax.struct.dataclass
+class DetectionMetrics(clu_metrics.Collection):
+  """The image-level metrics: all a set without pixel masks (a cross-dataset face set) can give."""
+  image_acc: metrics.ImageAccuracy
+  image_auc: metrics.ImageAUC
+
+
 def normalize(image: jax.Array, dtype=jnp.float32) -> jax.Array:
   """uint8 / float RGB [..., 3] on the 0-255 scale -> normalised `dtype` (the official Normalize)."""
   return ((image.astype(jnp.float32) - jnp.asarray(MEAN)) / jnp.asarray(STD)).astype(dtype)
@@ -56,15 +64,25 @@ def normalize(image: jax.Array, dtype=jnp.float32) -> jax.Array:
 class MSCCNetTask(Task):
 
   def build_models(self, rngs):
-    return {"model": model_lib.MSCCNet(**convert.model_kwargs(self.config), dtype=self.dtype, rngs=rngs)}
+    return {"model": model_lib.MSCCNet.from_config(self.config, dtype=self.dtype, rngs=rngs)}
 
   # ------------------------------------------------------------------ data
   def _root(self) -> str:
     return self.config.data.root or os.path.join(demo.ensure_demo_corpus(), "faces")
 
+  @property
+  def face_set(self) -> bool:
+    """True when `data.layout` names a cross-dataset test set (labelled videos without masks), not FF++."""
+    return self.config.data.get("layout", "faceforensics") != "faceforensics"
+
   @functools.cache  # one index per split: `input_pipeline` builds it (and raises DataError) when called
   def source(self, split: str) -> FaceForensicsReader:
     d = self.config.data
+    if self.face_set:
+      if split == "train":
+        raise ValueError(f"data.layout: the {d.layout} set has no pixel masks; it is an evaluation set (train on "
+                         "FF++, data.layout='faceforensics')")
+      return face_videos.reader_from_config(d)
     split_name = d.train_split if split == "train" else split
     if prepared.use_prepared(d):
       return prepared.PreparedFaces(prepared.faces_dir(d, resizes_first=not d.augment), split_name,
@@ -107,8 +125,8 @@ class MSCCNetTask(Task):
     out = net(normalize(image, self.dtype))
     size = image.shape[1:3]
     return {"image_logits": out["image_logits"].astype(jnp.float32),
-            "mask_logits": model_lib.upsample_bilinear(out["mask_logits"].astype(jnp.float32), size),
-            "coarse_map": model_lib.upsample_bilinear(out["coarse_map"].astype(jnp.float32), size)}
+            **{k: model_lib.upsample_bilinear(out[k].astype(jnp.float32), size)
+               for k in ("mask_logits", "coarse_map") if k in out}}
 
   def loss(self, models, batch, rng):
     del rng
@@ -119,9 +137,11 @@ class MSCCNetTask(Task):
         "loss_image": segmentation.softmax_cross_entropy(out["image_logits"], batch["label"].astype(jnp.int32),
                                                          ignore_index=IGNORE_INDEX),
         "loss_mask": segmentation.softmax_cross_entropy(out["mask_logits"], mask, ignore_index=IGNORE_INDEX),
-        "loss_map": segmentation.softmax_cross_entropy(out["coarse_map"], mask, ignore_index=IGNORE_INDEX),
     }
-    total = w.image_weight * terms["loss_image"] + w.mask_weight * terms["loss_mask"] + w.map_weight * terms["loss_map"]
+    total = w.image_weight * terms["loss_image"] + w.mask_weight * terms["loss_mask"]
+    if "coarse_map" in out:  # absent without the MSCC module (config.model.mscc=False): no map term
+      terms["loss_map"] = segmentation.softmax_cross_entropy(out["coarse_map"], mask, ignore_index=IGNORE_INDEX)
+      total += w.map_weight * terms["loss_map"]
     return total, terms
 
   def _scores(self, net, image):
@@ -130,8 +150,9 @@ class MSCCNetTask(Task):
 
   def eval_step(self, state, batch):
     score, probs = self._scores(self.models(state)["model"], batch["image"])
-    return MSCCNetMetrics.single_from_model_output(pred_label=score, label=batch["label"], pred_mask=probs,
-                                                   gt_mask=batch["mask"], valid=batch["valid"])
+    collection = DetectionMetrics if self.face_set else MSCCNetMetrics
+    return collection.single_from_model_output(pred_label=score, label=batch["label"], pred_mask=probs,
+                                               gt_mask=batch["mask"], valid=batch["valid"])
 
   def image_summaries(self, state, batch):
     _, probs = self._scores(self.models(state)["model"], batch["image"][:4])

@@ -34,8 +34,9 @@ OURS_ONLY = r"^branches\."   # torch-style keys of our modules that no official 
 
 def build_model(config: ml_collections.ConfigDict | None = None, rngs: nnx.Rngs | None = None) -> model_lib.NCLNet:
   """The NCLNet a checkpoint loads into: `config.model`'s shape, else the paper's (ResNet-101, OS16)."""
-  kwargs = dict(config.model) if config is not None else {}
-  return model_lib.NCLNet(**kwargs, rngs=rngs or nnx.Rngs(0))
+  if config is not None:
+    return model_lib.NCLNet.from_config(config, rngs=rngs or nnx.Rngs(0))
+  return model_lib.NCLNet(rngs=rngs or nnx.Rngs(0))
 
 
 def from_torch_state_dict(state_dict: Mapping[str, np.ndarray], config: ml_collections.ConfigDict | None = None

@@ -76,6 +76,11 @@ class NCLNet(nnx.Module):
                               for i in range(num_branches)})
     self.num_branches = num_branches
 
+  @classmethod
+  def from_config(cls, config, *, dtype=None, rngs: nnx.Rngs) -> "NCLNet":
+    """The model of `config.model` (configs/ncl.py: every field is a constructor argument)."""
+    return cls(**config.model, dtype=dtype, rngs=rngs)
+
   def decoder_features(self, x: jax.Array) -> jax.Array:
     """`[B, H, W, 3]` -> the decoder's last features `[B, H/4, W/4, decoder_channels]` (before its classifier)."""
     c1, _, _, c4 = self.backbone(x)

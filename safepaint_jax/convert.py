@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 import re
 
-import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -55,20 +54,13 @@ GAUSSIAN = r"(^|\.)gaussianMask\.weight$"
 ALIAS = r"^(module\.)?features\.0\."
 
 
-def model_kwargs(config: ml_collections.ConfigDict | None) -> dict:
-  m = config.model if config is not None else ml_collections.ConfigDict()
-  return dict(width=m.get("width", 64), residual_blocks=m.get("residual_blocks", 8), style_dim=m.get("style_dim", 16),
-              extractor_width=m.get("extractor_width", 64), attention_reduction=m.get("attention_reduction", 16))
-
-
 def build_generator(config=None, rngs: nnx.Rngs | None = None, dtype=None) -> model_lib.InpaintGenerator:
-  """The generator of `config.model` (the official sizes without a config)."""
-  return model_lib.InpaintGenerator(**model_kwargs(config), dtype=dtype, rngs=rngs or nnx.Rngs(0))
+  """The generator a checkpoint loads into: `InpaintGenerator.from_config` (the official sizes without a config)."""
+  return model_lib.InpaintGenerator.from_config(config, dtype=dtype, rngs=rngs or nnx.Rngs(0))
 
 
 def build_discriminator(config=None, rngs: nnx.Rngs | None = None, dtype=None) -> model_lib.Discriminator:
-  width = config.model.get("disc_width", 64) if config is not None else 64
-  return model_lib.Discriminator(3, width, dtype=dtype, rngs=rngs or nnx.Rngs(0))
+  return model_lib.Discriminator.from_config(config, dtype=dtype, rngs=rngs or nnx.Rngs(0))
 
 
 def check_gaussian_buffers(state_dict: Mapping[str, np.ndarray]) -> list[str]:
@@ -97,6 +89,9 @@ def from_torch_state_dict(state_dict: Mapping[str, np.ndarray], config=None
   """Our generator with the weights of an official `InpaintGenerator` `state_dict` (numpy, PyTorch layouts)."""
   state_dict = torch_port.unwrap_checkpoint(state_dict)
   state_dict = state_dict.get("generator", state_dict)
+  if config is not None and config.model.get("attention", "rwsa") != "rwsa":
+    raise ValueError(f"config.model.attention={config.model.attention!r} (an ablation), but official SafePaint "
+                     "checkpoints are of the generator with RWSA")
   check_gaussian_buffers(state_dict)
   return torch_port.init_from_torch(lambda: build_generator(config), state_dict, rename=GENERATOR_RENAME,
                                     ignore=torch_port.DEFAULT_IGNORE + (GAUSSIAN,))

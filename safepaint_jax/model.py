@@ -7,7 +7,7 @@ The official code is fixed at 256x256 (the background code is expanded to a hard
 the code is broadcast to the input size, which is the same at 256.
 
 * `StageGenerator` (coarse: 4 input channels, no RWSA; fine: 20 input channels with RWSA after the middle
-  blocks and after each up-sampling): reflect-pad 7x7 conv, two 4x4 s2 convs (InstanceNorm without affine,
+  blocks and after each up-sampling; `InpaintGenerator(attention=...)` selects the ablations 'global' and 'none'): reflect-pad 7x7 conv, two 4x4 s2 convs (InstanceNorm without affine,
   ReLU), `residual_blocks` dilated residual blocks, two 4x4 s2 transposed convs, reflect-pad 7x7 conv to 3
   channels, `(tanh + 1) / 2`. `width` is the official 64.
 * `RWSA` (class `RASC`): three channel attentions on the whole map, gated by Gaussian-softened resampled
@@ -176,9 +176,13 @@ class RWSA(nnx.Module):
 
   out = fuser([A_bg(F) * G(1 - M_s) + (Block(A_spl(F)) + A_mix(F)) * G(M_s), F]), M_s the resampled mask and
   G the fixed 5x5 smoothing on its reflect-padded map.
+
+  `separated=False` (the 'global' ablation) removes the region-wise separation and keeps the parameters: both
+  gates are 1 everywhere, so every position gets A_bg(F) + Block(A_spl(F)) + A_mix(F) (the mask is not read).
   """
 
-  def __init__(self, c: int, reduction: int = 16, *, dtype=None, rngs: nnx.Rngs):
+  def __init__(self, c: int, reduction: int = 16, *, separated: bool = True, dtype=None, rngs: nnx.Rngs):
+    self.separated = bool(separated)
     self.connection = BasicLearningBlock(c, dtype=dtype, rngs=rngs)
     self.background_attention = GlobalAttention(c, reduction, rngs=rngs)
     self.mixed_attention = GlobalAttention(c, reduction, rngs=rngs)
@@ -194,6 +198,10 @@ class RWSA(nnx.Module):
     return smooth(m), smooth(1.0 - m)
 
   def __call__(self, feature: jax.Array, mask: jax.Array) -> jax.Array:
+    if not self.separated:
+      mixed = (self.background_attention(feature) + self.connection(self.spliced_attention(feature))
+               + self.mixed_attention(feature))
+      return self.fuser(jnp.concatenate([mixed, feature], -1))
     soft, soft_reverse = self.soft_masks(mask, feature.shape[1])
     soft, soft_reverse = soft.astype(feature.dtype), soft_reverse.astype(feature.dtype)
     background = self.background_attention(feature) * soft_reverse
@@ -201,16 +209,24 @@ class RWSA(nnx.Module):
     return self.fuser(jnp.concatenate([background + spliced, feature], -1))
 
 
+ATTENTIONS = ("rwsa", "global", "none")
+
+
 class StageGenerator(nnx.Module):
-  """`CoarseGenerator` (`attention=False`) or `FineGenerator` (`attention=True`, RWSA at H/4, H/2 and H):
+  """`CoarseGenerator` (`attention=False` / 'none') or `FineGenerator` (`attention=True` / 'rwsa': RWSA at H/4,
+  H/2 and H; 'global': the same blocks without the region-wise separation, `RWSA(separated=False)`):
   [B, H, W, cin] (and the [B, H, W, 1] mask for the fine stage) -> [B, H, W, 3] in [0, 1]."""
 
-  def __init__(self, cin: int, *, width: int = 64, residual_blocks: int = 8, attention: bool = False,
+  def __init__(self, cin: int, *, width: int = 64, residual_blocks: int = 8, attention: bool | str = False,
                reduction: int = 16, dtype=None, rngs: nnx.Rngs):
+    kind = ("rwsa" if attention else "none") if isinstance(attention, bool) else attention
+    if kind not in ATTENTIONS:
+      raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
     w = width
     self.encoder = Encoder(cin, w, dtype=dtype, rngs=rngs)
     self.middle = ResLayer({str(i): ResnetBlock(4 * w, 2, dtype=dtype, rngs=rngs) for i in range(residual_blocks)})
-    att = lambda c: RWSA(c, reduction, dtype=dtype, rngs=rngs) if attention else None
+    att = lambda c: (RWSA(c, reduction, separated=kind == "rwsa", dtype=dtype, rngs=rngs) if kind != "none"
+                     else None)
     self.att1 = att(4 * w)
     self.deconv1 = ConvTranspose2d(4 * w, 2 * w, dtype=dtype, rngs=rngs)
     self.att2 = att(2 * w)
@@ -298,14 +314,27 @@ class GeneratorOutputs(NamedTuple):
 
 
 class InpaintGenerator(nnx.Module):
-  """`InpaintGenerator`: coarse stage, background code, fine stage with RWSA."""
+  """`InpaintGenerator`: coarse stage, background code, fine stage with RWSA.
+
+  `attention` is the fine stage's attention: 'rwsa' (the paper's), 'global' (the RWSA blocks without the
+  region-wise separation) or 'none' (no attention blocks: the fine stage has the coarse stage's layout).
+  """
 
   def __init__(self, *, width: int = 64, residual_blocks: int = 8, style_dim: int = 16, extractor_width: int = 64,
-               attention_reduction: int = 16, dtype=None, rngs: nnx.Rngs):
+               attention_reduction: int = 16, attention: str = "rwsa", dtype=None, rngs: nnx.Rngs):
     self.coarse_generator = StageGenerator(4, width=width, residual_blocks=residual_blocks, dtype=dtype, rngs=rngs)
     self.fine_generator = StageGenerator(4 + style_dim, width=width, residual_blocks=residual_blocks,
-                                         attention=True, reduction=attention_reduction, dtype=dtype, rngs=rngs)
+                                         attention=attention, reduction=attention_reduction, dtype=dtype, rngs=rngs)
     self.extractor = StyleEncoder(style_dim, extractor_width, dtype=dtype, rngs=rngs)
+
+  @classmethod
+  def from_config(cls, config=None, *, dtype=None, rngs: nnx.Rngs) -> "InpaintGenerator":
+    """The generator of `config.model` (configs/safepaint.py; a missing field, or no config: the official value)."""
+    m = config.model if config is not None else {}
+    return cls(width=m.get("width", 64), residual_blocks=m.get("residual_blocks", 8),
+               style_dim=m.get("style_dim", 16), extractor_width=m.get("extractor_width", 64),
+               attention_reduction=m.get("attention_reduction", 16), attention=m.get("attention", "rwsa"),
+               dtype=dtype, rngs=rngs)
 
   def __call__(self, images: jax.Array, masks: jax.Array, *, codes: bool = True) -> GeneratorOutputs:
     """images [B, H, W, 3] in [0, 1], masks [B, H, W, 1] (1 = hole). `codes=False` skips the three foreground
@@ -373,6 +402,12 @@ class Discriminator(nnx.Module):
     self.conv3 = SpectralNormConv(2 * w, 4 * w, 2, dtype=dtype, rngs=rngs)
     self.conv4 = SpectralNormConv(4 * w, 8 * w, 1, dtype=dtype, rngs=rngs)
     self.conv5 = SpectralNormConv(8 * w, 1, 1, dtype=dtype, rngs=rngs)
+
+  @classmethod
+  def from_config(cls, config=None, *, dtype=None, rngs: nnx.Rngs) -> "Discriminator":
+    """The discriminator of `config.model.disc_width` (no config: the official width 64)."""
+    width = config.model.get("disc_width", 64) if config is not None else 64
+    return cls(3, width, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     for layer in (self.conv1, self.conv2, self.conv3, self.conv4):

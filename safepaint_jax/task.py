@@ -22,7 +22,6 @@ import functools
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from clu import metrics as clu_metrics
 
@@ -33,7 +32,7 @@ from common.losses import gan, perceptual
 from common.nn import vgg as vgg_lib
 from common.train import optim
 from common.train.task import Task
-from safepaint_jax import convert, data, losses
+from safepaint_jax import data, losses
 from safepaint_jax import model as model_lib
 
 UPDATES = ("alternating", "combined")
@@ -93,8 +92,8 @@ class SafePaintTask(Task):
 
   def build_models(self, rngs):
     c = self.config
-    models = {"generator": convert.build_generator(c, rngs, self.dtype),
-              "discriminator": convert.build_discriminator(c, rngs, self.dtype)}
+    models = {"generator": model_lib.InpaintGenerator.from_config(c, dtype=self.dtype, rngs=rngs),
+              "discriminator": model_lib.Discriminator.from_config(c, dtype=self.dtype, rngs=rngs)}
     if self.uses_vgg:
       models["vgg"] = vgg_lib.VGG(c.loss.vgg, dtype=self.dtype, rngs=rngs)
     return models
@@ -140,11 +139,13 @@ class SafePaintTask(Task):
   def generator_terms(self, models, images, masks):
     """(generator outputs, unweighted generator terms without the adversarial one)."""
     L = self.config.loss
-    out = models["generator"](images.astype(self.dtype), masks.astype(self.dtype))
+    # loss.domain = 0 (the no-domain-loss ablation) skips the three foreground codes, which only feed that term
+    out = models["generator"](images.astype(self.dtype), masks.astype(self.dtype), codes=bool(L.domain))
     terms = {"l1": losses.hole_l1(out.coarse, images, masks) + losses.hole_l1(out.refined, images, masks),
              "domain": losses.domain_loss(out.z_real, out.z_refined, out.z_background, weight=L.domain,
                                           real_weight=L.domain_real, background_weight=L.domain_background,
-                                          mode=L.domain_mode, margin=L.domain_margin)}
+                                          mode=L.domain_mode, margin=L.domain_margin) if L.domain
+                       else jnp.zeros((), jnp.float32)}
     if self.uses_vgg:
       vgg = lambda x: models["vgg"](x.astype(self.dtype), tuple(L.perceptual_layers) + tuple(L.style_layers))
       f_real, f_real_hole = vgg(images), vgg(images * masks)

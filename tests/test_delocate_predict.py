@@ -1,7 +1,6 @@
 """Delocate's predict: a face video (or image) in, per-frame scores, a video score, masks, overlays and recoveries
 out, at each frame's resolution; bad inputs and non-Delocate models are refused with clear errors."""
 import json
-import os
 
 import cv2
 import jax

@@ -12,7 +12,6 @@ from common.train import config as config_lib
 from configs import delocate as delocate_configs
 from delocate_jax import data as data_lib
 from delocate_jax import metrics as metrics_lib
-from delocate_jax import task as task_lib
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of common.losses against plain-numpy (float64) references of the definitions they follow.
+"""Tests of common.losses and vilocal_jax.losses against plain-numpy (float64) references.
 
 ViLocal's pixel InfoNCE is checked against a loop-over-frames numpy transcription of the official
 `train_stage1/loss.py` computation, on the very pixel subsets the jax code drew; the sampler is checked
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from common.losses import contrastive, segmentation
+from vilocal_jax import losses as vilocal_losses
 
 
 def _logsumexp(x, axis):
@@ -71,8 +72,8 @@ def test_vilocal_equals_reference_when_every_pixel_is_used():
   reference = reference_vilocal_frame_losses(embeddings, mask)
   assert np.isnan(reference[2]) and reference[1] == 0
   expected = np.mean(np.nan_to_num(reference, nan=0.0))
-  loss = contrastive.vilocal_pixel_infonce(jnp.asarray(embeddings), jnp.asarray(mask),
-                                           jax.random.key(0), num_samples=3000)
+  loss = vilocal_losses.vilocal_pixel_infonce(jnp.asarray(embeddings), jnp.asarray(mask),
+                                              jax.random.key(0), num_samples=3000)
   np.testing.assert_allclose(float(loss), expected, rtol=2e-6)
 
 
@@ -92,15 +93,15 @@ def test_vilocal_equals_reference_on_the_subsets_it_draws(shape, num_samples, fo
   embeddings = rng.normal(size=shape).astype(np.float32)
   mask = _random_masks(rng, *shape[:3], forged_share)
   key = jax.random.key(7)
-  samples = contrastive.vilocal_pixel_samples(jnp.asarray(mask), key, num_samples)
+  samples = vilocal_losses.vilocal_pixel_samples(jnp.asarray(mask), key, num_samples)
   subsets = _drawn_subsets(samples)
   for (pristine, forged), frame in zip(subsets, mask.reshape(shape[0], -1)):
     assert len(pristine) == min(num_samples, np.sum(frame == 0))
     assert len(forged) == min(num_samples, np.sum(frame == 1))
   assert len(subsets[0][0]) < np.sum(mask[0] == 0)   # subsampling did happen
   expected = np.mean(reference_vilocal_frame_losses(embeddings, mask, subsets))
-  loss = contrastive.vilocal_pixel_infonce(jnp.asarray(embeddings), jnp.asarray(mask), key,
-                                           num_samples=num_samples)
+  loss = vilocal_losses.vilocal_pixel_infonce(jnp.asarray(embeddings), jnp.asarray(mask), key,
+                                              num_samples=num_samples)
   np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
 
 
@@ -111,8 +112,8 @@ def test_pixel_sampler_picks_min_n_k_distinct_pixels_of_each_class():
   mask[1] = 1
   mask[2] = 255
   for num_samples in (4, 100):
-    samples = contrastive.vilocal_pixel_samples(jnp.asarray(mask), jax.random.key(num_samples),
-                                                num_samples)
+    samples = vilocal_losses.vilocal_pixel_samples(jnp.asarray(mask), jax.random.key(num_samples),
+                                                   num_samples)
     size = min(num_samples, 30)
     assert samples.pristine_index.shape == samples.forged_index.shape == (16, size)
     for frame, p_index, p_valid, f_index, f_valid in zip(mask.reshape(16, -1),
@@ -129,7 +130,7 @@ def test_pixel_sampler_is_uniform_and_independent_between_classes():
   draws = 4000
   frame = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1], np.uint8).reshape(2, 5)
   mask = np.broadcast_to(frame, (draws, 2, 5))
-  samples = contrastive.vilocal_pixel_samples(jnp.asarray(mask), jax.random.key(3), 3)
+  samples = vilocal_losses.vilocal_pixel_samples(jnp.asarray(mask), jax.random.key(3), 3)
   pristine, forged = np.asarray(samples.pristine_index), np.asarray(samples.forged_index)
   assert np.all(samples.pristine_valid) and np.all(samples.forged_valid)
   pristine_hits = np.zeros((draws, 10), bool)
@@ -155,7 +156,7 @@ def test_vilocal_jits_once_and_changes_subsets_with_the_key():
   @functools.partial(jax.jit, static_argnames="num_samples")
   def loss_fn(embeddings, mask, key, num_samples):
     traces.append(1)
-    return contrastive.vilocal_pixel_infonce(embeddings, mask, key, num_samples=num_samples)
+    return vilocal_losses.vilocal_pixel_infonce(embeddings, mask, key, num_samples=num_samples)
 
   first = loss_fn(embeddings, mask, jax.random.key(0), num_samples=10)
   second = loss_fn(embeddings, mask, jax.random.key(1), num_samples=10)
@@ -171,7 +172,7 @@ def test_vilocal_zero_cases_and_finite_gradients():
   mask[2, 2:, 2:] = 1
   mask[3] = 1
   mask[3, 0, :2] = 0                   # two pristine pixels, one with a zero embedding
-  value_and_grad = jax.jit(jax.value_and_grad(contrastive.vilocal_pixel_infonce),
+  value_and_grad = jax.jit(jax.value_and_grad(vilocal_losses.vilocal_pixel_infonce),
                            static_argnames="num_samples")
   key = jax.random.key(0)
   loss, grads = value_and_grad(embeddings, jnp.asarray(mask), key, num_samples=8)
@@ -187,76 +188,17 @@ def test_vilocal_zero_cases_and_finite_gradients():
   assert float(loss) == 0.0 and np.all(np.asarray(grads) == 0)
 
 
-def test_info_nce_matches_numpy_and_shared_negatives_match_paired():
-  rng = np.random.default_rng(6)
-  anchor, positive = rng.normal(size=(7, 5)), rng.normal(size=(7, 5))
-  negatives = rng.normal(size=(7, 4, 5))
-  valid = np.array([1, 1, 0, 1, 1, 1, 0], bool)
-  negative_valid = rng.random((7, 4)) < 0.7
-  a, p, n = _normalize(anchor), _normalize(positive), _normalize(negatives)
-  pos = np.sum(a * p, -1)
-  neg = np.where(negative_valid, np.einsum("nc,nkc->nk", a, n), -np.inf)
-  logits = np.concatenate([pos[:, None], neg], 1) / 0.2
-  expected = np.mean((_logsumexp(logits, 1) - logits[:, 0])[valid])
-  loss = contrastive.info_nce(jnp.asarray(anchor, jnp.float32), jnp.asarray(positive, jnp.float32),
-                              jnp.asarray(negatives, jnp.float32), 0.2, valid=jnp.asarray(valid),
-                              negative_valid=jnp.asarray(negative_valid))
-  np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
-  shared = jnp.asarray(negatives[0], jnp.float32)
-  paired = jnp.broadcast_to(shared, (7, 4, 5))
-  from_logits = contrastive.info_nce(jnp.asarray(anchor, jnp.float32), jnp.asarray(pos, jnp.float32),
-                                     shared, 0.2, negative_valid=jnp.asarray(negative_valid[0]))
-  from_keys = contrastive.info_nce(jnp.asarray(anchor, jnp.float32), jnp.asarray(positive, jnp.float32),
-                                   paired, 0.2, negative_valid=jnp.asarray(negative_valid[:1]))
-  np.testing.assert_allclose(float(from_logits), float(from_keys), rtol=1e-6)
-  assert float(contrastive.info_nce(jnp.asarray(anchor, jnp.float32), jnp.asarray(pos, jnp.float32),
-                                    shared, 0.2, valid=jnp.zeros(7, bool))) == 0.0
-
-
 def test_vilocal_is_info_nce_with_the_mean_cosine_positive():
   rng = np.random.default_rng(7)
   pristine = rng.normal(size=(9, 4)).astype(np.float32)
   forged = rng.normal(size=(6, 4)).astype(np.float32)
-  q = _normalize(pristine.astype(np.float64))
+  q, g = _normalize(pristine.astype(np.float64)), _normalize(forged.astype(np.float64))
   mean_cosine = ((q @ q.T).sum(1) - np.sum(q * q, 1)) / 8
-  expected = contrastive.info_nce(jnp.asarray(pristine), jnp.asarray(mean_cosine, jnp.float32),
-                                  jnp.asarray(forged), 0.1)
-  loss = contrastive.vilocal_infonce_from_samples(jnp.asarray(pristine), jnp.ones(9, bool),
-                                                  jnp.asarray(forged), jnp.ones(6, bool))
+  logits = np.concatenate([mean_cosine[:, None], q @ g.T], axis=1) / 0.1
+  expected = np.mean(_logsumexp(logits, 1) - logits[:, 0])
+  loss = vilocal_losses.vilocal_infonce_from_samples(jnp.asarray(pristine), jnp.ones(9, bool),
+                                                     jnp.asarray(forged), jnp.ones(6, bool))
   np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
-
-
-def _reference_supcon(z, labels, temperature, base_temperature):
-  z = _normalize(z)
-  logits = z @ z.T / temperature
-  losses = []
-  for i in range(len(z)):
-    others = [a for a in range(len(z)) if a != i]
-    positives = [p for p in others if labels[p] == labels[i]]
-    if not positives:
-      continue
-    log_norm = _logsumexp(logits[i, others], axis=0)
-    log_probs = [logits[i, p] - log_norm for p in positives]
-    losses.append(-(temperature / base_temperature) * np.mean(log_probs))
-  return np.mean(losses)
-
-
-def test_supervised_contrastive_matches_numpy_and_ignores_invalid_rows():
-  rng = np.random.default_rng(8)
-  embeddings = rng.normal(size=(12, 6))
-  labels = np.array([0, 1, 2, 0, 1, 0, 3, 1, 0, 2, 1, 0])   # class 3 has a single anchor
-  valid = np.ones(12, bool)
-  valid[[2, 10]] = False                                      # class 2's other member is invalid
-  expected = _reference_supcon(embeddings[valid], labels[valid], 0.1, 0.07)
-  garbage = embeddings.copy()
-  garbage[~valid] = 1e4
-  loss_fn = jax.jit(functools.partial(contrastive.supervised_contrastive, temperature=0.1,
-                                      base_temperature=0.07))
-  loss = loss_fn(jnp.asarray(garbage, jnp.float32), jnp.asarray(labels), jnp.asarray(valid))
-  np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
-  grads = jax.grad(loss_fn)(jnp.asarray(garbage, jnp.float32), jnp.asarray(labels), jnp.asarray(valid))
-  assert np.all(np.isfinite(np.asarray(grads))) and np.all(np.asarray(grads)[~valid] == 0)
-  assert float(loss_fn(jnp.asarray(embeddings, jnp.float32), jnp.arange(12), None)) == 0.0
 
 
 def test_patch_classes():

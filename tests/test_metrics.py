@@ -215,9 +215,20 @@ def all_metrics_update(outputs):
   return AllMetrics.single_from_model_output(**outputs)
 
 
+# ViLocal's test protocol (the collection vilocal_jax.task builds): per-frame F1 / IoU over all frames,
+# per mask-ratio bin, and AUC over frames with both classes.
+_ALL_FRAMES = {"tampered_only": False}
+VideoFrameCollection = clu_metrics.Collection.create(
+    f1=metrics.PixelF1.configure(**_ALL_FRAMES), iou=metrics.PixelIoU.configure(**_ALL_FRAMES),
+    auc=metrics.PixelAUC.configure(**_ALL_FRAMES),
+    **{f"{name}_{bin_}": cls.configure(**_ALL_FRAMES, ratio_bin=bin_)
+       for name, cls in (("f1", metrics.PixelF1), ("iou", metrics.PixelIoU))
+       for bin_ in metrics.RATIO_BINS})
+
+
 @jax.jit
 def video_metrics_update(outputs):
-  return metrics.VideoFrameMetrics.single_from_model_output(**outputs)
+  return VideoFrameCollection.single_from_model_output(**outputs)
 
 
 def reference_results(scores, gt, pixel_valid, labels, image_scores):

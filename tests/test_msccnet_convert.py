@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from common.nn import spectral, torch_port
-from common.train import checkpoint, config as config_lib, weights
+from common.train import checkpoint, weights
 from configs import msccnet as msccnet_configs
 from msccnet_jax import convert
 from msccnet_jax import model as model_lib

@@ -3,7 +3,6 @@ divisibility check (gradient-accumulation micro-batches included), learning-rate
 the resume guard refusing a device count that changes the batch, and every stage of every method's paper train
 step lowered for TPU and GPU from this CPU host."""
 import math
-import os
 import re
 
 import jax
@@ -177,7 +176,7 @@ PAPER_DATA = {
                 "data.mask_source=auto", "data.face_boxes=face_boxes.json", "data.augment=False"],
     "ncl": ["data.sets={{'train': '{corpus}/image_manipulation/train.json', "
             "'test': '{corpus}/image_manipulation/test.json'}}",
-            "data.train_split=train", "data.test_sets=('test',)", "eval_split=test"],
+            "data.train_split=train", "eval_split=test"],
     # The paper's perceptual / style VGG is built (random weights: lowering needs no ImageNet weights).
     "safepaint": ["init_from.workdir=unused-lowering-loads-no-weights",
                   "data.train_images={corpus}/inpainting/train/images",

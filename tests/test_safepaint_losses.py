@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 from skimage.metrics import structural_similarity
 
 from common import image_quality

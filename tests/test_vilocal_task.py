@@ -5,7 +5,6 @@ import os
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from common.data import demo
 from common.train import export, loop
@@ -45,6 +44,20 @@ def test_both_stages_train_on_the_mesh_and_log_the_official_metrics(two_stage_ru
   assert 0.0 <= metrics["pixel_f1"] <= 1.0 and np.isfinite(metrics["pixel_auc"])
   logged = losses(os.path.join(workdir, "stage2"), "eval/pixel_f1")
   assert logged[2] == pytest.approx(metrics["pixel_f1"])
+
+
+def test_evaluation_sets_per_inpainter_and_mask_ratio_bin(two_stage_run, tmp_path):
+  """The protocol's sets (configs/vilocal.py): per inpainter, and per inpainter and mean-mask-ratio bin. The tiny
+  corpus's test split is one medium video with 2 clips per inpainter, so the training run's evaluation (both
+  inpainters) is the mean of the two inpainters' and the medium set is its inpainter's whole set."""
+  from common.train import evaluate
+  workdir, metrics = two_stage_run
+  sets = evaluate.evaluate_run(os.path.join(workdir, "stage2"), str(tmp_path),
+                               eval_sets=["telea", "ns", "ns_medium"])["sets"]
+  for key in ("pixel_f1", "pixel_iou"):
+    assert (sets["telea"][key] + sets["ns"][key]) / 2 == pytest.approx(metrics[key], abs=1e-6), key
+  assert sets["ns_medium"] == pytest.approx(sets["ns"], abs=1e-6, nan_ok=True)  # NaN: the empty small, large bins
+  assert "| ns_medium |" in (tmp_path / "evaluation.md").read_text()
 
 
 def test_stage_two_starts_from_stage_one_and_keeps_the_encoder_frozen(two_stage_run):

@@ -48,6 +48,17 @@ class ViLocal(nnx.Module):
     self.encoder = uniformer.UniFormer(**encoder, dtype=dtype, rngs=rngs)
     self.decoder = Decoder(encoder["embed_dim"][-1], dtype=dtype, rngs=rngs)
 
+  @classmethod
+  def from_config(cls, config, *, dtype=None, rngs: nnx.Rngs) -> "ViLocal":
+    """The model of `config.model` (configs/vilocal.py: depth, widths, the `noise_layer` ablation switch, dropout
+    rates, attention implementation) with `config.remat`."""
+    m = config.model
+    encoder = encoder_kwargs(
+        depth=m.depth, widths=m.widths, noise_layer=m.noise_layer, drop_rate=m.drop_rate,
+        attn_drop_rate=m.attn_drop_rate, drop_path_rate=m.drop_path_rate, attention_impl=m.attention_impl,
+        query_chunk=m.query_chunk, remat=config.get("remat", False))
+    return cls(encoder=encoder, dtype=dtype, rngs=rngs)
+
   def embed(self, frames: jax.Array) -> jax.Array:
     """`[B, T, H, W, 3] -> [B, H/4, W/4, C]` encoder embeddings (the stage-1 contrastive features)."""
     return self.encoder(frames)

@@ -3,7 +3,9 @@
 Stage 1 (`config.stage = 1`): the encoder's embeddings `[B, H/4, W/4, C]` against the target frame's mask
 nearest-resized to that grid, with the official pixel InfoNCE (pristine anchors, mean-cosine positive, up to
 3000 + 3000 sampled pixels, tau 0.1). Stage 2 (`config.stage = 2`): sigmoid focal loss (alpha 0.5, gamma 2) on
-the full-resolution logits; the encoder comes from stage 1 (`init_from`) and is frozen (`freeze`).
+the full-resolution logits; the encoder comes from stage 1 (`init_from`) and is frozen (`freeze`). With an empty
+`freeze` stage 2 trains the whole model; `loss.stage2_contrastive_weight > 0` then adds that weight times the
+stage-1 InfoNCE on the same forward pass's embeddings (the one-joint-stage ablation, configs/vilocal.py).
 `config.stage2_encoder_train_mode` reproduces the official quirk (the frozen encoder left in train mode:
 BatchNorm statistics keep updating and dropout stays active); the default follows the paper's intent (frozen
 encoder in eval mode). Evaluation follows the official protocol: per-frame F1 and IoU at 0.5 averaged (also by
@@ -21,9 +23,9 @@ from flax import nnx
 from common import metrics
 from common.data import demo, prepared, transforms
 from common.data.readers import VideoInpaintingReader
-from common.losses import contrastive, segmentation
+from common.losses import segmentation
 from common.train.task import Task
-from vilocal_jax import model as model_lib
+from vilocal_jax import losses, model as model_lib
 
 
 @flax.struct.dataclass
@@ -47,13 +49,14 @@ class ContrastiveMetrics(clu_metrics.Collection):
 
 class ViLocalTask(Task):
 
+  def __init__(self, config):
+    if config.stage == 2 and config.loss.get("stage2_contrastive_weight", 0.0) and config.freeze:
+      raise ValueError("loss.stage2_contrastive_weight > 0 (the joint stage) needs a trainable encoder: set "
+                       f"freeze=() (freeze is {list(config.freeze)})")
+    super().__init__(config)
+
   def build_models(self, rngs):
-    m = self.config.model
-    encoder = model_lib.encoder_kwargs(
-        depth=m.depth, widths=m.widths, noise_layer=m.noise_layer, drop_rate=m.drop_rate,
-        attn_drop_rate=m.attn_drop_rate, drop_path_rate=m.drop_path_rate, attention_impl=m.attention_impl,
-        query_chunk=m.query_chunk, remat=self.config.remat)
-    return {"model": model_lib.ViLocal(encoder=encoder, dtype=self.dtype, rngs=rngs)}
+    return {"model": model_lib.ViLocal.from_config(self.config, dtype=self.dtype, rngs=rngs)}
 
   # ------------------------------------------------------------------ data
   def source(self, split: str) -> VideoInpaintingReader:
@@ -66,10 +69,13 @@ class ViLocalTask(Task):
     d = self.config.data
     clips = dict(methods=tuple(d.methods) or None, clip_length=d.clip_length,
                  clip_stride=d.clip_stride if train else d.eval_clip_stride, on_error=d.on_error)
+    ratio_bin = d.get("mask_ratio_bin") or None
     if prepared.use_prepared(d):
+      if ratio_bin:
+        raise ValueError("data.mask_ratio_bin: selects videos from their mask folders; set data.format='folder'")
       return prepared.PreparedClips(prepared.dataset_dir(d, "video_inpainting"), split, **clips)
     root = d.root or os.path.join(demo.ensure_demo_corpus(), "video_inpainting")
-    return VideoInpaintingReader(root, split, verify=d.verify, **clips)
+    return VideoInpaintingReader(root, split, verify=d.verify, ratio_bin=ratio_bin, **clips)
 
   def steps_per_epoch(self) -> int:
     return max(len(self.source("train")) // self.config.global_batch_size, 1)
@@ -107,13 +113,26 @@ class ViLocalTask(Task):
     if c.stage == 1:
       embedding = net.embed(frames).astype(jnp.float32)
       mask = self._grid_mask(batch["mask"], embedding.shape[1:3])
-      loss = contrastive.vilocal_pixel_infonce(embedding, mask, rng, num_samples=c.loss.num_samples,
-                                               temperature=c.loss.temperature)
+      loss = losses.vilocal_pixel_infonce(embedding, mask, rng, num_samples=c.loss.num_samples,
+                                          temperature=c.loss.temperature)
       return loss, {}
-    logits = self._stage2_logits(net, frames) if c.freeze else net(frames)
     target = batch["mask"].astype(jnp.float32)
+    if c.freeze:
+      logits = self._stage2_logits(net, frames)
+    else:  # the whole model trains (the no-contrastive-stage and joint ablations)
+      embedding = net.embed(frames)
+      logits = net.decode(embedding, frames.shape[2:4])
     loss = segmentation.sigmoid_focal_loss(logits, target, alpha=c.loss.alpha, gamma=c.loss.gamma)
-    return loss, {"pixel_acc": ((logits > 0) == (target > 0.5)).mean()}
+    aux = {"pixel_acc": ((logits > 0) == (target > 0.5)).mean()}
+    weight = c.loss.get("stage2_contrastive_weight", 0.0)
+    if weight:  # one joint stage: focal + weight x the stage-1 pixel InfoNCE on the same forward's embeddings
+      embedding = embedding.astype(jnp.float32)
+      contrastive_loss = losses.vilocal_pixel_infonce(
+          embedding, self._grid_mask(batch["mask"], embedding.shape[1:3]), rng, num_samples=c.loss.num_samples,
+          temperature=c.loss.temperature)
+      aux.update(focal_loss=loss, contrastive_loss=contrastive_loss)
+      loss = loss + weight * contrastive_loss
+    return loss, aux
 
   def eval_step(self, state, batch):
     net = self.models(state)["model"]
@@ -121,7 +140,7 @@ class ViLocalTask(Task):
     if self.config.stage == 1:
       embedding = net.embed(frames).astype(jnp.float32)
       mask = self._grid_mask(batch["mask"], embedding.shape[1:3])
-      loss_fn = functools.partial(contrastive.vilocal_pixel_infonce, num_samples=self.config.loss.num_samples,
+      loss_fn = functools.partial(losses.vilocal_pixel_infonce, num_samples=self.config.loss.num_samples,
                                   temperature=self.config.loss.temperature)
       per_clip = jax.vmap(lambda e, m: loss_fn(e[None], m[None], self.key(0)))(embedding, mask)
       return ContrastiveMetrics.single_from_model_output(contrastive_loss=per_clip, mask=batch["valid"])

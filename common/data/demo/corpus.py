@@ -45,7 +45,6 @@ import time
 
 from absl import logging
 import cv2
-import numpy as np
 
 from common.data.demo import faces as demo_faces
 from common.data.demo import images as demo_images

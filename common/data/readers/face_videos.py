@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-from typing import Optional, Sequence
 
 import numpy as np
 
