@@ -95,7 +95,7 @@ def data_overrides(method: str, variant: str, data_root: str, ffpp_shaped_dir: s
     return {"data.root": data_root}
   if method == "ncl" and variant == "paper":  # CASIA v2 etc. are not here: the demo's image-manipulation sets
     sets = {"train": data_root, "test": ""} if data_root else {"train": "", "test": ""}
-    return {"data.sets": sets, "data.train_split": "train", "data.test_sets": ("test",), "eval_split": "test"}
+    return {"data.sets": sets, "data.train_split": "train", "eval_split": "test"}
   if method == "safepaint":  # the task refuses these losses without converted VGG weights; the input ignores them
     return {"loss.perceptual": 0.0, "loss.style": 0.0}
   return {}

@@ -22,9 +22,9 @@ below is our choice, a field with its default documented:
   optimizer           the base repo's recipe (SGD momentum 0.9, poly 0.9, lr 0.01, wd 5e-4), one learning rate
                       for all parameters (jfzhang95 gives the heads 10x; not reproduced), batch 8, 50 epochs.
 Data: `data.sets` maps split names to IMDL-BenCo JSON pair lists (`.json`) or Tp/Gt[/Au] folders; "" for
-`train` / `test` means the embedded demo corpus. `paper` trains on CASIA v2 and evaluates on `data.test_sets`
-(`python -m ncl_jax.robustness --workdir=RUN`: each set clean and perturbed); `eval_split` is the one the
-training loop reports.
+`train` / `test` means the embedded demo corpus. `paper` trains on CASIA v2 and its `eval_sets` are the five
+Protocol-MVSS test sets (`python -m common.train.evaluate --workdir=RUN`, and `python -m common.train.robustness
+--workdir=RUN` for each set clean and perturbed); `eval_split` is the one the training loop reports.
 """
 import ml_collections
 
@@ -45,16 +45,18 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       seg_weight=1.0, dice_weight=0.0, branch_seg_weight=0.5, contrastive_weight=0.1, pivot_weight=1.0))
   c.data = ml_collections.ConfigDict(dict(
       sets={"casia2": "", **{name: "" for name in PROTOCOL_MVSS_TEST_SETS}},
-      train_split="casia2", test_sets=PROTOCOL_MVSS_TEST_SETS,
+      train_split="casia2",
       size=512,        # images and masks resized to size x size (Pillow bilinear / nearest); 0 keeps them
       crop=0,          # training random crop (native resolution) after resizing; 0: none
-      perturbation={},  # evaluation only: a ForensicAugment config (ncl_jax.robustness sets it)
+      perturbation={},  # evaluation only: a ForensicAugment config (common.train.robustness sets it)
       export_size=0,   # input size of exports / predict.py; 0: `size`
       verify="header",  # index-time checks: 'none', 'header' (sizes) or 'decode' (every file, empty masks)
       on_error="raise",  # a bad image / mask pair: 'raise', or 'skip' it when indexing (counted in the log)
       hflip=True, worker_count=0, read_threads=4, prefetch=0,
       format="folder", prepared_dir=""))  # 'arrayrecord': the --out of python -m common.data.prepare
   c.eval_split = "casia1"
+  # Protocol-MVSS: trained on CASIA v2, tested on each set (python -m common.train.evaluate --workdir=RUN).
+  c.eval_sets = ml_collections.ConfigDict({name: {"eval_split": name} for name in PROTOCOL_MVSS_TEST_SETS})
   c.global_batch_size = 8
   c.reference_batch_size = 8 if variant == "paper" else 0  # the paper's batch, for --config.lr_scaling
   c.epochs = 50
@@ -67,7 +69,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   if variant in ("demo", "smoke"):
     c.rng_impl = "rbg"  # compiles faster on CPU than threefry
     c.data.sets = {"train": "", "test": ""}
-    c.data.train_split, c.data.test_sets, c.eval_split = "train", ("test",), "test"
+    c.data.train_split, c.eval_split = "train", "test"
+    c.eval_sets = ml_collections.ConfigDict()
   if variant == "demo":
     # Demo choices, for 2 CPU cores in < 20 min: ResNet-26 at a quarter of the width with thin heads, trained on
     # 128x128 random crops at the corpus's native 256x256 (no resampling, so the forgery traces survive) and

@@ -23,7 +23,7 @@ import optax
 from clu import metrics as clu_metrics
 
 from common import metrics
-from common.data import demo, prepared, perturbations, transforms
+from common.data import demo, prepared, transforms
 from common.data.readers import ImageManipulationReader
 from common.losses import segmentation
 from common.train.task import Task
@@ -57,7 +57,7 @@ def tampered_probability(logits: jax.Array) -> jax.Array:
 class NCLTask(Task):
 
   def build_models(self, rngs):
-    return {"model": model_lib.NCLNet(**self.config.model, dtype=self.dtype, rngs=rngs)}
+    return {"model": model_lib.NCLNet.from_config(self.config, dtype=self.dtype, rngs=rngs)}
 
   # ------------------------------------------------------------------ data
   def source(self, split: str) -> ImageManipulationReader:
@@ -85,12 +85,12 @@ class NCLTask(Task):
     return max(len(self.source("train")) // self.config.global_batch_size, 1)
 
   def transforms(self, split: str) -> list:
-    """Training: resize, random crop, flip (as configured). Evaluation: resize, then `data.perturbation` (a
-    ForensicAugment config; the robustness evaluation sets it)."""
+    """Training: resize, random crop, flip (as configured). Evaluation: resize (the engine then applies
+    `data.perturbation`, `Task.eval_perturbation`)."""
     d = self.config.data
     ops = [transforms.Resize(d.size, d.size)] if d.size else []
     if split != "train":
-      return ops + ([perturbations.ForensicAugment(d.perturbation.to_dict())] if d.get("perturbation") else [])
+      return ops
     ops += [transforms.RandomCrop(d.crop, d.crop)] if d.crop else []
     return ops + ([transforms.RandomHorizontalFlip()] if d.hflip else [])
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from common.data import demo
-from common.train import checkpoint, loop
+from common.train import checkpoint
 from common.train import config as config_lib
 from configs import msccnet as msccnet_configs
 from msccnet_jax import task as task_lib
@@ -33,26 +33,36 @@ def smoke(root):
 
 @pytest.fixture(scope="module")
 def smoke_run(tiny_faces, tmp_path_factory):
+  """One row of the cross-manipulation sweep: trained on FaceSwap, evaluated on each manipulation's set."""
+  from common.train import sweep
   workdir = str(tmp_path_factory.mktemp("msccnet"))
-  return workdir, loop.run(smoke(tiny_faces), workdir)
+  rows = sweep.run_sweep("configs/sweeps/msccnet_cross_manipulation.py", smoke(tiny_faces), workdir,
+                         only=("train_faceswap",), eval_sets=True, metrics=("image_auc", "pixel_f1"))
+  return os.path.join(workdir, "train_faceswap"), dict(rows)["train_faceswap"], workdir
 
 
 @pytest.mark.slow  # about a minute on 2 cores (two compilations of the whole network)
-def test_smoke_run_trains_evaluates_and_checkpoints(smoke_run):
-  workdir, metrics = smoke_run
+def test_smoke_run_trains_evaluates_checkpoints_and_fills_its_cross_manipulation_row(smoke_run):
+  workdir, row, sweep_dir = smoke_run
   assert jax.device_count() == 4
   logged = losses(workdir)
   assert sorted(logged) == [1, 2] and all(np.isfinite(v) for v in logged.values())
   for term in ("loss_image", "loss_mask", "loss_map"):
     assert np.isfinite(losses(workdir, f"train/{term}")[2])
-  assert set(METRICS) <= set(metrics)
   for key in METRICS:
-    assert np.isfinite(metrics[key]) and 0.0 <= metrics[key] <= 1.0, (key, metrics[key])
-  assert losses(workdir, "eval/image_auc")[2] == pytest.approx(metrics["image_auc"])
+    value = losses(workdir, f"eval/{key}")[2]
+    assert np.isfinite(value) and 0.0 <= value <= 1.0, (key, value)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True, async_save=False)
   assert ckpt.latest_step() == 2
-  assert ckpt.restore_config(2).total_steps == 2
+  assert ckpt.restore_config(2).total_steps == 2 and list(ckpt.restore_config(2).data.methods) == ["FaceSwap"]
   ckpt.close()
+  # The row: the run on each manipulation's test set (its fakes with the real frames); FaceSwap's is in-domain.
+  assert sorted(row) == ["faceswap/image_auc", "faceswap/pixel_f1", "neuraltextures/image_auc",
+                         "neuraltextures/pixel_f1"]
+  assert all(0.0 <= v <= 1.0 for v in row.values()), row
+  assert row["faceswap/image_auc"] == pytest.approx(losses(workdir, "eval/image_auc")[2], abs=1e-6)  # the same set
+  table = open(os.path.join(sweep_dir, "sweep.md"), encoding="utf-8").read()
+  assert "| train_faceswap |" in table and "neuraltextures/image_auc" in table
 
 
 def test_eval_lists_real_frames_once_and_train_pairs_them(tiny_faces):

@@ -1,6 +1,6 @@
 """NCL tools on a smoke run from the tiny demo corpus: the ablation sweep file, predict from a run's checkpoint
-(masks and overlays at the input's size), the robustness table and plot. (The sweep runner is common's:
-tests/test_engine.py runs it on the toy task.)"""
+(masks and overlays at the input's size). (The sweep runner is common's: tests/test_engine.py runs it on the toy
+task; the robustness tool is common's too: tests/test_robustness.py.)"""
 import os
 
 import numpy as np
@@ -10,7 +10,7 @@ from PIL import Image
 from common.data import demo
 from common.train import loop, serving, sweep
 from configs import ncl as ncl_configs
-from ncl_jax import predict, robustness
+from ncl_jax import predict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow  # a smoke training and evaluations: compiles dominate (about 1-2 min on 2 cores)
@@ -38,6 +38,27 @@ def test_ablation_sweep_lists_every_ablation_and_each_applies_to_the_config():
     sweep.entry_config(ncl_configs.get_config("smoke"), {"ncl.no_such_weight": 1.0})
 
 
+def test_protocol_mvss_sets_evaluate_in_one_compilation_from_json_lists_and_folders(trained, tmp_path):
+  """The paper config's eval_sets (Protocol-MVSS's five test sets, each a `data.sets` split) on tiny stand-ins: an
+  IMDL-BenCo JSON list and the same images as a Tp/Gt/Au folder give the same metrics, and sets that differ only
+  in their split share one restore and compilation."""
+  from common.train import evaluate
+  workdir, root = trained
+  names = list(ncl_configs.get_config("paper").eval_sets)
+  assert names == ["casia1", "columbia", "coverage", "imd2020", "nist16"]
+  data_sets = {"train": os.path.join(root, "train.json"),
+               **{n: os.path.join(root, "test.json" if i % 2 else "test") for i, n in enumerate(names)}}
+  eval_sets = {n: {"eval_split": n} for n in names}
+  overrides = [f"data.sets={data_sets!r}", f"eval_sets={eval_sets!r}"]
+  config = evaluate.run_config(workdir, overrides=overrides)
+  assert len(evaluate.targets(config)) == 1
+  sets = evaluate.evaluate_run(workdir, str(tmp_path), overrides=overrides)["sets"]
+  assert sorted(sets) == sorted(names)
+  for name in names[1:]:
+    assert sets[name] == pytest.approx(sets["casia1"], abs=1e-6, nan_ok=True), name
+  assert 0.0 <= sets["casia1"]["pixel_f1"] <= 1.0
+
+
 def test_predict_writes_masks_and_overlays_at_the_input_size(trained, tmp_path):
   workdir, root = trained
   served = serving.load_workdir(workdir)
@@ -55,13 +76,3 @@ def test_predict_writes_masks_and_overlays_at_the_input_size(trained, tmp_path):
   with pytest.raises(FileNotFoundError):
     predict.predict_images(served, str(tmp_path / "missing"), str(tmp_path / "out"))
 
-
-def test_robustness_writes_a_table_and_a_plot(trained, tmp_path):
-  workdir, _ = trained
-  rows = robustness.sweep(workdir, ops=("jpeg",), levels={"jpeg": (50,)})
-  assert [(r["op"], r["level"]) for r in rows] == [("clean", ""), ("jpeg", 50)]
-  csv_path, md_path = robustness.write_table(rows, str(tmp_path))
-  assert open(md_path).read().count("| test |") == 2
-  plot = robustness.write_plot(rows, str(tmp_path / "robustness.png"))
-  assert Image.open(plot).size[0] > 100
-  assert robustness._pil_plot(robustness._series(rows, "pixel_f1"), str(tmp_path / "pil.png"), "pixel_f1")

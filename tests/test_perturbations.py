@@ -28,6 +28,8 @@ def _mse(a, b):
 
 @pytest.mark.parametrize("name", sorted(P.PERTURBATIONS))
 def test_shapes_dtypes_and_determinism(name, image, clip):
+  if name == "h264":
+    pytest.importorskip("imageio_ffmpeg")
   level = P.ROBUSTNESS_LEVELS[name][1]
   for array in (image, clip):
     first = P.PERTURBATIONS[name](array, level, np.random.default_rng(3))
@@ -37,7 +39,8 @@ def test_shapes_dtypes_and_determinism(name, image, clip):
     assert not np.array_equal(first, array)
 
 
-@pytest.mark.parametrize("name", sorted(P.PERTURBATIONS))
+# H.264 encodes a clip as one video (inter-frame prediction): its frames differ from frames encoded alone.
+@pytest.mark.parametrize("name", sorted(set(P.PERTURBATIONS) - {"h264"}))
 def test_clip_frames_get_the_level_of_single_images(name, image, clip):
   level = P.ROBUSTNESS_LEVELS[name][2]
   if name == "noise":  # random: same sigma per frame, independent draws.
@@ -119,8 +122,46 @@ def test_bad_inputs_raise(image):
 def test_robustness_levels_cover_the_standard_sweeps():
   assert P.ROBUSTNESS_LEVELS["jpeg"] == (100, 90, 80, 70, 60, 50)
   assert P.ROBUSTNESS_LEVELS["blur"] == tuple(range(3, 24, 4))
-  assert set(P.ROBUSTNESS_LEVELS) == set(P.PERTURBATIONS) == set(P.NIST16_ROBUSTNESS_LEVELS)
+  assert P.ROBUSTNESS_LEVELS["h264"] == (18, 23, 28, 33, 38)
+  assert set(P.ROBUSTNESS_LEVELS) == set(P.PERTURBATIONS) == set(P.NIST16_ROBUSTNESS_LEVELS) | {"h264"}
   assert all(k % 2 == 1 for k in P.ROBUSTNESS_LEVELS["blur"])
+
+
+def _psnr(a, b):
+  return 10 * np.log10(255.0 ** 2 / _mse(a, b))
+
+
+def test_h264_keeps_an_odd_sized_clip_and_degrades_with_crf(clip, image):
+  pytest.importorskip("imageio_ffmpeg")
+  odd = np.ascontiguousarray(clip[:, :63, :45])  # odd height and width: padded for 4:2:0, cropped back
+  outs = {crf: P.h264(odd, crf) for crf in P.ROBUSTNESS_LEVELS["h264"]}
+  assert all(o.shape == odd.shape and o.dtype == np.uint8 for o in outs.values())
+  psnrs = [_psnr(outs[crf], odd) for crf in P.ROBUSTNESS_LEVELS["h264"]]
+  assert psnrs[0] > 30 and all(a > b for a, b in zip(psnrs, psnrs[1:])), psnrs
+  np.testing.assert_array_equal(P.h264(odd, 28), outs[28])  # deterministic
+  single = P.h264(image, 23)  # one image: a one-frame clip
+  assert single.shape == image.shape and 25 < _psnr(single, image) < 60
+  augment = P.ForensicAugment(P.at_level("h264", 33))
+  np.testing.assert_array_equal(augment.random_map({"frames": odd}, np.random.default_rng(0))["frames"], outs[33])
+  with pytest.raises(ValueError, match="CRF"):
+    P.h264(image, 60)
+
+
+def test_h264_without_imageio_ffmpeg_says_how_to_install_it(image, monkeypatch):
+  import sys
+  monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import fails
+  with pytest.raises(ImportError, match="pip install imageio-ffmpeg"):
+    P.h264(image, 23)
+
+
+def test_eval_transforms_of_a_perturbation_config(image):
+  assert P.eval_transforms({}) == [] and P.eval_transforms(None) == []
+  (augment,) = P.eval_transforms({"jpeg": {"p": 1.0, "quality": 50}})
+  np.testing.assert_array_equal(augment.random_map({"image": image}, np.random.default_rng(0))["image"],
+                                P.jpeg(image, 50))
+  assert P.at_level("blur", 7) == {"blur": {"p": 1.0, "kernel_size": 7}}
+  with pytest.raises(ValueError, match="unknown perturbation"):
+    P.at_level("sharpen", 1)
 
 
 _CONFIG = {

@@ -138,6 +138,19 @@ def test_alternating_run_updates_both_models_evaluates_and_resumes_exactly(folde
                "params/discriminator/conv5/kernel", "rest/discriminator/conv4/u"):
     assert not np.allclose(p2[name], p4[name]), name
 
+  # common.train.evaluate on a set apart from the training data (the test images mirrored) and on the training
+  # run's own test folders, which gives the run's final evaluation again.
+  from common.train import evaluate
+  images, masks = folders
+  mirrored = tmp_path / "mirrored"
+  mirrored.mkdir()
+  for name in sorted(os.listdir(images)):
+    Image.fromarray(np.asarray(Image.open(os.path.join(images, name)))[:, ::-1]).save(mirrored / name)
+  sets = {"own": {"data": {"test_images": images}}, "mirrored": {"data": {"test_images": str(mirrored)}}}
+  evaluated = evaluate.evaluate_run(reference, str(tmp_path / "evaluation"), overrides=[f"eval_sets={sets!r}"])
+  assert evaluated["sets"]["own"]["psnr"] == pytest.approx(metrics["psnr"], abs=1e-5)
+  assert np.isfinite(evaluated["sets"]["mirrored"]["psnr"]) and evaluated["sets"]["mirrored"] != evaluated["sets"]["own"]
+
   resumed = str(tmp_path / "resumed")
   loop.train_and_evaluate(smoke(folders, total_steps=2), resumed)
   loop.train_and_evaluate(smoke(folders), resumed)

@@ -208,8 +208,9 @@ HARMLESS_CHANGES = (
     "log_every", "eval_every", "eval_split", "checkpoint_every", "keep_checkpoints", "best_metric", "best_mode",
     "async_checkpoints", "block_every_step", "profile_steps", "remat", "mesh.*", "partition_rules",
     "fsdp_min_size", "data.worker_count", "data.read_threads", "data.prefetch", "init_from.*", "allow_changes",
-    "per_device_batch_size", "lr_scaling", "reference_batch_size", "eval_sets*", "eval_roots*",
+    "per_device_batch_size", "lr_scaling", "reference_batch_size", "eval_sets*", "eval_roots*", "quality.*",
     "data.cross_datasets.*",  # Delocate's placeholder roots, never read, replaced by its eval_sets
+    "data.test_sets",  # NCL's evaluation-only list of test splits, replaced by its eval_sets
 )
 # Values of keys that configs stored before the key existed had implicitly.
 IMPLICIT_DEFAULTS = {"optimizer.lr_factor": 1.0, "data.prefetch": 0, "data.format": "folder", "data.prepared_dir": "",

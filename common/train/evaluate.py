@@ -23,17 +23,18 @@ import json
 import os
 from typing import Sequence
 
+import ml_collections
+
 from common import tables
 from common.train import checkpoint as ckpt_lib
 from common.train import config as config_lib
 from common.train import loop, provenance, weights
 
 
-def evaluate_run(workdir: str, out: str = "", *, step: int | None = None, eval_sets: Sequence[str] = (),
-                 splits: Sequence[str] = (), overrides: Sequence[str] = ()) -> dict:
-  """Evaluates `workdir`'s checkpoint (see the module docstring); returns what `evaluation.json` holds."""
-  if eval_sets and splits:
-    raise ValueError("give --eval_sets or --splits, not both")
+def run_config(workdir: str, step: int | None = None, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """The config a run's checkpoint is evaluated under: the one stored with it (step `step`, default the newest
+  readable), as a finished final stage (`weights.final_stage_config`), with each `--set` override applied. A
+  multi-stage root (stage folders with checkpoints, none of its own) is a FileNotFoundError naming the stages."""
   stages = sorted(d for d in (os.listdir(workdir) if os.path.isdir(workdir) else ())
                   if os.path.isdir(os.path.join(workdir, d, "checkpoints")))
   if stages and not os.path.isdir(os.path.join(workdir, "checkpoints")):
@@ -41,16 +42,38 @@ def evaluate_run(workdir: str, out: str = "", *, step: int | None = None, eval_s
                             + " or ".join(os.path.join(workdir, d) for d in stages))
   with ckpt_lib.Run(workdir) as run_dir:
     stored = run_dir.config(step)
-  config = config_lib.apply_overrides(weights.final_stage_config(stored), overrides)
-  results = {}
+  return config_lib.apply_overrides(weights.final_stage_config(stored), overrides)
+
+
+def targets(config: ml_collections.ConfigDict, eval_sets: Sequence[str] = (), splits: Sequence[str] = (),
+            default_splits: Sequence[str] = ()) -> list[tuple[ml_collections.ConfigDict, dict[str, str]]]:
+  """What to evaluate, as [(config, {set name: split})], one checkpoint restore and compilation per entry: each of
+  `eval_sets` (default, without `splits`: all of `config.eval_sets`) under its own config
+  (`config.eval_set_config`), on its `eval_split`, sets whose configs differ in `eval_split` alone sharing an
+  entry; else one entry, `config` on each of `splits` (default: `default_splits`, else `eval_split`)."""
+  if eval_sets and splits:
+    raise ValueError("give --eval_sets or --splits, not both")
   if eval_sets or (config.eval_sets and not splits):
+    groups: dict[str, tuple[ml_collections.ConfigDict, dict[str, str]]] = {}
     for name in eval_sets or sorted(config.eval_sets):
       set_config = config_lib.eval_set_config(config, name)
-      split = set_config.eval_split
-      step, metrics = loop.evaluate_checkpoint_splits(set_config, workdir, [split], step)
-      results[name] = metrics[split]
-  else:
-    step, results = loop.evaluate_checkpoint_splits(config, workdir, list(splits) or [config.eval_split], step)
+      key = json.dumps({k: v for k, v in config_lib.flatten(set_config).items() if k != "eval_split"},
+                       sort_keys=True, default=str)
+      groups.setdefault(key, (set_config, {}))[1][name] = set_config.eval_split
+    return list(groups.values())
+  return [(config, {s: s for s in list(splits) or list(default_splits) or [config.eval_split]})]
+
+
+def evaluate_run(workdir: str, out: str = "", *, step: int | None = None, eval_sets: Sequence[str] = (),
+                 splits: Sequence[str] = (), overrides: Sequence[str] = ()) -> dict:
+  """Evaluates `workdir`'s checkpoint (see the module docstring); returns what `evaluation.json` holds."""
+  if eval_sets and splits:
+    raise ValueError("give --eval_sets or --splits, not both")
+  config = run_config(workdir, step, overrides)
+  results = {}
+  for target_config, names in targets(config, eval_sets, splits):
+    step, metrics = loop.evaluate_checkpoint_splits(target_config, workdir, list(names.values()), step)
+    results.update({name: metrics[split] for name, split in names.items()})
   out = out or os.path.join(workdir, "evaluation")
   columns = sorted({k for m in results.values() for k in m})
   rows = [{"set": name, "step": step, **m} for name, m in results.items()]

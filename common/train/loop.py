@@ -21,6 +21,7 @@ Engine fields of a config (every method config has them; see common/train/config
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -186,12 +187,13 @@ def load_init_from(state: TrainState, cfg, shardings: TrainState) -> TrainState:
 
 
 def evaluate(task: Task, eval_step, state: TrainState, batch_sharding, split: str,
-             writer=None, step: int = 0, summaries=None) -> dict[str, float]:
+             writer=None, step: int = 0, summaries=None, perturbation=None) -> dict[str, float]:
   """Runs `eval_step` over one pass of `split`; returns the computed metrics as floats. With a `writer`, the
   `summaries` (the task's jitted `image_summaries`, e.g. prediction heatmaps) of the first batch are written as
-  images."""
+  images. `perturbation`: the evaluation perturbation (`Task.input_pipeline`; default the config's)."""
   total = None
-  batches = task.input_pipeline(split, process_index=jax.process_index(), process_count=jax.process_count())
+  batches = task.input_pipeline(split, process_index=jax.process_index(), process_count=jax.process_count(),
+                                perturbation=perturbation)
   for host_batch in batches:
     batch = mesh_lib.global_batch(host_batch, batch_sharding)
     if writer is not None and summaries is not None and total is None:
@@ -240,16 +242,30 @@ def sharded_setup(config: ml_collections.ConfigDict):
   return task, mesh, mesh_lib.batch_sharding(mesh), abstract, state_sh
 
 
-def evaluate_checkpoint_splits(config: ml_collections.ConfigDict, workdir: str, splits: Sequence[str],
-                               step: int | None = None) -> tuple[int, dict[str, dict[str, float]]]:
-  """(step evaluated, {split: metrics}): `workdir`'s checkpoint (default: the newest readable), restored once onto
-  the mesh `config.mesh` describes (whatever mesh it was trained on), evaluated on each of `splits`."""
+@contextlib.contextmanager
+def restored_evaluator(config: ml_collections.ConfigDict, workdir: str, step: int | None = None):
+  """`with restored_evaluator(config, workdir, step) as (evaluate_split, step): evaluate_split(split,
+  perturbation=None) -> metrics`: `workdir`'s checkpoint (default: the newest readable) restored once onto the
+  mesh `config.mesh` describes (whatever mesh it was trained on), its `eval_step` jitted once, evaluated on any
+  split under any evaluation perturbation (a `ForensicAugment` config; None: the config's `data.perturbation`)."""
   task, mesh, batch_sh, abstract, state_sh = sharded_setup(config)
   with ckpt_lib.Run(workdir) as run_dir, jax.set_mesh(mesh):
     restored, _, step = run_dir.restore(_abstract_with(abstract, state_sh), step)
     eval_step = jax.jit(task.eval_step, in_shardings=(state_sh, batch_sh))
     state = TrainState(**restored)
-    return step, {split: evaluate(task, eval_step, state, batch_sh, split) for split in splits}
+
+    def evaluate_split(split: str, perturbation=None) -> dict[str, float]:
+      return evaluate(task, eval_step, state, batch_sh, split, perturbation=perturbation)
+
+    yield evaluate_split, step
+
+
+def evaluate_checkpoint_splits(config: ml_collections.ConfigDict, workdir: str, splits: Sequence[str],
+                               step: int | None = None) -> tuple[int, dict[str, dict[str, float]]]:
+  """(step evaluated, {split: metrics}): `workdir`'s checkpoint (default: the newest readable), restored once onto
+  the mesh `config.mesh` describes (whatever mesh it was trained on), evaluated on each of `splits`."""
+  with restored_evaluator(config, workdir, step) as (evaluate_split, step):
+    return step, {split: evaluate_split(split) for split in splits}
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,

@@ -14,6 +14,8 @@ The engine builds every pipeline from `source` and `transforms` and the config (
 the infinite, seeded (`config.seed`), shuffled and per-process-sharded `pipeline.train_dataset`, any other split
 one padded pass (`pipeline.eval_batches`, a boolean `valid` key); per-process batch
 `global_batch_size // process_count`; `data.worker_count`, `data.read_threads` and `data.prefetch` (optional).
+Every evaluation split's transforms end with the engine's evaluation perturbation, `config.data.perturbation`
+(a `perturbations.ForensicAugment` config; unset or {}: none), whatever the task (`eval_perturbation`).
 A task whose eval records differ in structure (e.g. Delocate's stage-1 fake/real pairs) returns a different
 source and transforms for that split; nothing else is needed.
 
@@ -35,7 +37,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-from common.data import pipeline
+from common.data import perturbations, pipeline
 from common.train import optim
 
 Metrics = dict[str, jax.Array]
@@ -159,9 +161,13 @@ class Task(abc.ABC):
     return {n: optim.make_optimizer(self.config.optimizer, self.total_steps, per_epoch) for n in self.model_names}
 
   # ---------------------------------------------------------------- provided
-  def input_pipeline(self, split: str, *, process_index: int = 0, process_count: int = 1):
+  def input_pipeline(self, split: str, *, process_index: int = 0, process_count: int = 1,
+                     perturbation: Mapping[str, Any] | None = None):
     """Host batches of `split` for this process, built from `transforms(split)` and `source(split)` (in that
     order: cheap config checks before the split is indexed). The loop's single entry point.
+
+    An evaluation split's transforms end with the evaluation perturbation (`eval_perturbation`): `perturbation`,
+    a `perturbations.ForensicAugment` config ({} = none), or by default `config.data.perturbation`.
 
     'train': an infinite `grain.IterDataset` (shuffled by `config.seed`, reshuffled every epoch, every record
     once per epoch across processes; its iterator state is checkpointed). Other splits: one finite pass whose
@@ -173,6 +179,8 @@ class Task(abc.ABC):
     c = self.config
     d = c.get("data") or {}
     ops = self.transforms(split)
+    if split != "train":
+      ops = [*ops, *self.eval_perturbation(perturbation)]
     source = self.source(split)
     batch_size = c.global_batch_size // process_count
     kw = dict(batch_size=batch_size, transforms=ops, process_index=process_index, process_count=process_count,
@@ -180,6 +188,17 @@ class Task(abc.ABC):
     if split == "train":
       return pipeline.train_dataset(source, seed=c.seed, worker_count=d.get("worker_count", 0), **kw)
     return pipeline.eval_batches(source, **kw)
+
+  def eval_perturbation(self, perturbation: Mapping[str, Any] | None = None) -> list:
+    """The engine's evaluation perturbation, appended after every evaluation split's own transforms:
+    `[perturbations.ForensicAugment(perturbation)]` (default: `config.data.perturbation`, when the config has it)
+    or []. It degrades the record's `image` (uint8 [H, W, 3]) or `frames` (uint8 [T, H, W, 3], one level for
+    the whole clip) after the task's resizing and leaves every other key (masks, labels, ROI tokens) as it is;
+    random ops draw from the evaluation pipeline's fixed seed, so a perturbed evaluation is reproducible. A
+    robustness sweep (`common.train.robustness`) passes one op at one level per evaluation."""
+    if perturbation is None:
+      perturbation = (self.config.get("data") or {}).get("perturbation")
+    return perturbations.eval_transforms(perturbation)
 
   def key(self, seed) -> jax.Array:
     """A PRNG key of the configured implementation (`config.rng_impl`)."""
