@@ -75,6 +75,13 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       lpips_net="alex", lpips_backbone_weights="", lpips_heads_weights="", fid_weights="", fid_batch_size=8,
       fid_method="sqrtm"))  # 'svd': the same FID with the trace term from the data (fast when images < 2048)
 
+  if variant == "paper":
+    # Test sets (python -m common.train.evaluate --workdir=RUN): the usual trio of the inpainting literature (the
+    # paper's own choice is unconfirmed), each the set's test images with one hole-mask set, from eval_roots.
+    sets = ("celeba_hq", "places2", "paris")
+    c.eval_roots = ml_collections.ConfigDict({**{name: "" for name in sets}, "masks": ""})
+    c.eval_sets = ml_collections.ConfigDict(
+        {name: {"data": {"test_images": f"{{{name}}}", "test_masks": "{masks}"}} for name in sets})
   if variant in ("demo", "smoke"):
     c.rng_impl = "rbg"
     c.loss.perceptual = c.loss.style = 0.0
