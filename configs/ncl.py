@@ -1,9 +1,9 @@
 """NCL-IML configs: `paper` (Protocol-MVSS at 512x512), `demo` (embedded corpus, CPU minutes), `smoke` (tests).
 
 Run: python -m ncl_jax.main --config=configs/ncl.py:demo --workdir=DIR
-Ablations (configs/sweeps/ncl_ablation.py): --config.ncl.contrastive_weight=0 (no contrastive loss),
+Ablations (configs/sweeps/ncl_ablation.py): --config.loss.contrastive_weight=0 (no contrastive loss),
 --config.ncl.contour_mode=discard | tampered (contour patches discarded / fixed as tampered),
---config.model.num_branches=1 (single branch), --config.ncl.pivot_weight=0 (no pivot-consistent loss).
+--config.model.num_branches=1 (single branch), --config.loss.pivot_weight=0 (no pivot-consistent loss).
 
 The paper's code is unpublished (spec §2): the architecture is jfzhang95's DeepLabV3+ (ResNet-101, output
 stride 16, 512x512, ImageNet normalisation, 2-class logits) as the released notebook shows; everything else
@@ -13,11 +13,11 @@ below is our choice, a field with its default documented:
   ncl.switch_every    1      steps between swaps of the two branches' contour roles (0: never swap)
   ncl.max_per_class   512    contrastive-sample cap: patches of each label drawn per branch and batch
   ncl.temperature     0.1    InfoNCE tau
-  ncl.seg_weight      1.0    cross-entropy of the segmentation logits (full resolution)
-  ncl.dice_weight     0.0    soft dice of the segmentation output (demo: 1.0, for the small tampered share)
-  ncl.branch_seg_weight 0.5  cross-entropy of each branch's localization logits (stride-4 mask, nearest)
-  ncl.contrastive_weight 0.1 patch InfoNCE, mean over branches
-  ncl.pivot_weight    1.0    pivot-consistent loss
+  loss.seg_weight     1.0    cross-entropy of the segmentation logits (full resolution)
+  loss.dice_weight    0.0    soft dice of the segmentation output (demo: 1.0, for the small tampered share)
+  loss.branch_seg_weight 0.5 cross-entropy of each branch's localization logits (stride-4 mask, nearest)
+  loss.contrastive_weight 0.1 patch InfoNCE, mean over branches
+  loss.pivot_weight   1.0    pivot-consistent loss
   model.proj_dim      128    branch embedding size
   optimizer           the base repo's recipe (SGD momentum 0.9, poly 0.9, lr 0.01, wd 5e-4), one learning rate
                       for all parameters (jfzhang95 gives the heads 10x; not reproduced), batch 8, 50 epochs.
@@ -41,7 +41,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       depth=101, output_stride=16, base_channels=64, aspp_channels=256, decoder_channels=256,
       low_level_channels=48, proj_dim=128, num_branches=2))
   c.ncl = ml_collections.ConfigDict(dict(
-      patch_size=8, contour_mode="pivot", switch_every=1, max_per_class=512, temperature=0.1,
+      patch_size=8, contour_mode="pivot", switch_every=1, max_per_class=512, temperature=0.1))
+  c.loss = ml_collections.ConfigDict(dict(
       seg_weight=1.0, dice_weight=0.0, branch_seg_weight=0.5, contrastive_weight=0.1, pivot_weight=1.0))
   c.data = ml_collections.ConfigDict(dict(
       sets={"casia2": "", **{name: "" for name in PROTOCOL_MVSS_TEST_SETS}},
@@ -52,7 +53,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       export_size=0,   # input size of exports / predict.py; 0: `size`
       verify="header",  # index-time checks: 'none', 'header' (sizes) or 'decode' (every file, empty masks)
       on_error="raise",  # a bad image / mask pair: 'raise', or 'skip' it when indexing (counted in the log)
-      hflip=True, worker_count=0, read_threads=4, prefetch=0,
+      flip=True, worker_count=0, read_threads=4, prefetch=0,
       format="folder", prepared_dir=""))  # 'arrayrecord': the --out of python -m common.data.prepare
   c.eval_split = "casia1"
   # Protocol-MVSS: trained on CASIA v2, tested on each set (python -m common.train.evaluate --workdir=RUN).
@@ -80,7 +81,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     # pixel F1 0.35 / 0.69 / 0.77 at steps 400 / 800 / 1200 (README).
     c.model.update(dict(depth=26, base_channels=16, aspp_channels=64, decoder_channels=64, low_level_channels=24,
                         proj_dim=32))
-    c.ncl.update(dict(patch_size=4, max_per_class=256, dice_weight=1.0))
+    c.ncl.update(dict(patch_size=4, max_per_class=256))
+    c.loss.dice_weight = 1.0
     c.data.update(dict(size=0, crop=128, export_size=256))
     c.global_batch_size = 16
     c.epochs = 0

@@ -58,7 +58,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       mask_threshold=0,                 # resized mask > threshold (0-255) is a hole; 0 = official
       verify="none",                    # index-time checks of the files: 'none', 'header' or 'decode'
       on_error="raise",                 # a bad file: 'raise', or 'skip' it when listing (counted in the log)
-      hflip=True, worker_count=0, read_threads=4, prefetch=0,
+      flip=True, worker_count=0, read_threads=4, prefetch=0,
       format="folder", prepared_dir=""))  # 'arrayrecord': the --out of python -m common.data.prepare
   c.optimizer = ml_collections.ConfigDict(dict(name="adam", lr=2e-4, b1=0.5, b2=0.999, schedule="constant"))
   c.global_batch_size = 4

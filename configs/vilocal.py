@@ -48,7 +48,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
       train_split="train", clip_length=5, clip_stride=1, eval_clip_stride=1,
       height=240, width=432,  # every clip is resized to this (the official loader); eval runs at this size
       train_crop=(),          # (h, w): training clips are random crops of that size after the resize; () = none
-      train_flip=False,       # random horizontal flips in training (the official code has none)
+      flip=False,             # random horizontal flips in training (the official code has none)
       verify="header",        # index-time checks: 'none', 'header' (sizes) or 'decode' (every file, empty masks)
       on_error="raise",       # a bad video: 'raise', or 'skip' it when indexing (counted in the log)
       worker_count=0, read_threads=4, prefetch=0,
@@ -90,7 +90,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     # The corpus's native 120x216 (no resampling: downscaling smears the noise residual the method reads);
     # training on random 60x108 crops (~2.5 s per stage-1 step on 2 cores) with flips, evaluation on whole frames.
     c.data.height, c.data.width = 120, 216
-    c.data.train_crop, c.data.train_flip = (60, 108), True
+    c.data.train_crop, c.data.flip = (60, 108), True
     c.model.depth = (1, 1, 2, 1)
     c.model.attention_impl = "xla"
     c.model.drop_rate, c.model.attn_drop_rate, c.model.drop_path_rate = 0.1, 0.0, 0.1

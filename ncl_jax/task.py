@@ -92,7 +92,7 @@ class NCLTask(Task):
     if split != "train":
       return ops
     ops += [transforms.RandomCrop(d.crop, d.crop)] if d.crop else []
-    return ops + ([transforms.RandomHorizontalFlip()] if d.hflip else [])
+    return ops + ([transforms.RandomHorizontalFlip()] if d.flip else [])
 
   # ------------------------------------------------------------------ losses
   def loss_terms(self, outputs: model_lib.Outputs, mask: jax.Array, rng: jax.Array,
@@ -122,9 +122,10 @@ class NCLTask(Task):
     n = self.config.ncl
     outputs = models["model"].forward(normalize(batch["image"], self.dtype))
     terms = self.loss_terms(outputs, batch["mask"], rng, step)
-    total = (n.seg_weight * terms["seg_loss"] + n.dice_weight * terms["dice_loss"]
-             + n.branch_seg_weight * terms["branch_seg_loss"]
-             + n.contrastive_weight * terms["contrastive_loss"] + n.pivot_weight * terms["pivot_loss"])
+    w = self.config.loss
+    total = (w.seg_weight * terms["seg_loss"] + w.dice_weight * terms["dice_loss"]
+             + w.branch_seg_weight * terms["branch_seg_loss"]
+             + w.contrastive_weight * terms["contrastive_loss"] + w.pivot_weight * terms["pivot_loss"])
     pixel_acc = jnp.mean((tampered_probability(outputs.logits) > 0.5) == (batch["mask"] > 0))
     return total, dict(terms, pixel_acc=pixel_acc)
 

@@ -133,7 +133,7 @@ class SafePaintTask(Task):
                        "and pass --config.init_from.workdir=VGG_RUN (or set loss.perceptual = loss.style = 0)")
     ops = [data.RandomMask(d.size, "" if d.generate_masks else self._folder("train", "masks"),
                            threshold=d.mask_threshold, verify=d.verify, on_error=d.on_error)]
-    return ops + ([transforms.RandomHorizontalFlip()] if d.hflip else [])
+    return ops + ([transforms.RandomHorizontalFlip()] if d.flip else [])
 
   # ------------------------------------------------------------------ losses
   def generator_terms(self, models, images, masks):

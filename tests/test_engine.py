@@ -190,6 +190,19 @@ def test_evaluation_sets_read_named_roots():
     config_lib.eval_set_config(c, "odd")
 
 
+def test_a_run_stored_under_old_field_names_reads_under_the_new_ones():
+  """`config.upgrade` (applied to every stored config read back): `data.flip` for the flips, NCL's loss weights
+  under `loss`; the resume guard then sees no change."""
+  stored = ml_collections.ConfigDict({"data": {"hflip": False, "size": 64},
+                                      "ncl": {"patch_size": 8, "seg_weight": 1.0, "pivot_weight": 0.5}})
+  now = ml_collections.ConfigDict({"data": {"flip": False, "size": 64}, "ncl": {"patch_size": 8},
+                                   "loss": {"seg_weight": 1.0, "pivot_weight": 0.5}})
+  assert config_lib.upgrade(stored).to_dict() == now.to_dict()
+  assert config_lib.refused_changes(stored, now) == ({}, {})
+  vilocal = config_lib.upgrade(ml_collections.ConfigDict({"data": {"train_flip": True}}))
+  assert vilocal.to_dict() == {"data": {"flip": True}}
+
+
 def test_sweep_trains_each_entry_resumes_and_marks_the_best_value(tmp_path):
   """`common.train.sweep` on the toy task: one run per entry, every metric a column, the lowest loss bold."""
   from common.train import sweep

@@ -81,14 +81,14 @@ class ViLocalTask(Task):
     return max(len(self.source("train")) // self.config.global_batch_size, 1)
 
   def transforms(self, split: str) -> list:
-    """Resize to `height` x `width`; training then crops (`train_crop`) and flips (`train_flip`). Both stages
+    """Resize to `height` x `width`; training then crops (`train_crop`) and flips (`flip`). Both stages
     read the same clips."""
     d = self.config.data
     ops = [transforms.Resize(d.height, d.width)]
     if split != "train":
       return ops
     ops += [transforms.RandomCrop(*d.train_crop)] if d.train_crop else []
-    return ops + ([transforms.RandomHorizontalFlip()] if d.train_flip else [])
+    return ops + ([transforms.RandomHorizontalFlip()] if d.flip else [])
 
   # ------------------------------------------------------------------ model pieces
   def _frames(self, frames):

@@ -201,7 +201,7 @@ class Checkpointer:
 
   def restore_config(self, step: int) -> ml_collections.ConfigDict:
     restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-    return ml_collections.ConfigDict(restored["config"])
+    return config_lib.upgrade(ml_collections.ConfigDict(restored["config"]))
 
   def restore_raw(self, step: int) -> dict[str, Any]:
     """The saved state as host numpy arrays, without a target (for `init_from` across model variants)."""

@@ -217,6 +217,36 @@ IMPLICIT_DEFAULTS = {"optimizer.lr_factor": 1.0, "data.prefetch": 0, "data.forma
                      "eval_sets": {}, "eval_roots": {}, "data.layout": "faceforensics"}
 
 
+# Keys renamed since runs were first stored (old dotted key -> new): one field name per idea across the methods
+# (`data.flip` for training flips; loss weights under `loss`). `upgrade` applies them to a stored config.
+RENAMED_KEYS = {
+    "data.hflip": "data.flip", "data.train_flip": "data.flip",
+    **{f"ncl.{w}": f"loss.{w}" for w in ("seg_weight", "dice_weight", "branch_seg_weight", "contrastive_weight",
+                                         "pivot_weight")},
+}
+
+
+def upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` (a stored run's) with the `RENAMED_KEYS` moved to their new names, in place; returns it."""
+  for old, new in RENAMED_KEYS.items():
+    *old_parents, old_leaf = old.split(".")
+    node = config
+    for p in old_parents:
+      node = node.get(p) if isinstance(node, ml_collections.ConfigDict) else None
+    if not isinstance(node, ml_collections.ConfigDict) or old_leaf not in node:
+      continue
+    value = node[old_leaf]
+    del node[old_leaf]
+    *new_parents, new_leaf = new.split(".")
+    target = config
+    for p in new_parents:
+      if p not in target:
+        target[p] = ml_collections.ConfigDict()
+      target = target[p]
+    target[new_leaf] = value
+  return config
+
+
 def apply_overrides(config: ml_collections.ConfigDict, items: Sequence[str]) -> ml_collections.ConfigDict:
   """`config` with each 'dotted.key=value' of `items` set in order (the value parsed as a Python literal, else
   taken as a string); the tools' `--set` flags. A malformed item or a missing parent field is a ValueError."""

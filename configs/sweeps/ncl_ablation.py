@@ -7,9 +7,9 @@
 def get_sweep() -> list[tuple[str, dict]]:
   return [
       ("full", {}),
-      ("no_contrastive", {"ncl.contrastive_weight": 0.0}),
+      ("no_contrastive", {"loss.contrastive_weight": 0.0}),
       ("contour_discarded", {"ncl.contour_mode": "discard"}),
       ("contour_as_tampered", {"ncl.contour_mode": "tampered"}),
       ("single_branch", {"model.num_branches": 1}),
-      ("no_pivot_consistency", {"ncl.pivot_weight": 0.0}),
+      ("no_pivot_consistency", {"loss.pivot_weight": 0.0}),
   ]
