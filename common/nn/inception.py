@@ -270,11 +270,7 @@ def from_torch_state_dict(state_dict: Mapping[str, np.ndarray], **kwargs
 
 def load(path: str, **kwargs) -> FIDInceptionV3:
   """A `FIDInceptionV3` from `pt_inception-2015-12-05-6726825d.pth` (needs torch) or an `.npz` of the same keys."""
-  if path.endswith(".npz"):
-    with np.load(path, allow_pickle=False) as f:
-      state_dict = dict(f)
-  else:
-    state_dict = torch_port.load_pth(path)
+  state_dict = torch_port.read_state_dict(path)
   try:
     return from_torch_state_dict(state_dict, **kwargs)[0]
   except ValueError as e:
@@ -285,10 +281,7 @@ def main(argv) -> None:
   from absl import flags
   del argv
   f = flags.FLAGS
-  state_dict = torch_port.load_pth(f.pth)
-  from_torch_state_dict(state_dict)  # checks every key before writing
-  np.savez(f.out, **{k: v for k, v in state_dict.items() if not k.startswith(("fc.", "AuxLogits."))})
-  print(f"wrote {f.out}")
+  torch_port.pth_to_npz(f.pth, f.out, from_torch_state_dict, lambda k: not k.startswith(("fc.", "AuxLogits.")))
 
 
 if __name__ == "__main__":

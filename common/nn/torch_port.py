@@ -241,3 +241,20 @@ def load_pth(path: str) -> dict[str, np.ndarray]:
   if bad:
     raise ValueError(f"{path}: entries that are not tensors (not a state_dict?): {bad[:10]}")
   return {k: v.detach().cpu().numpy() for k, v in state_dict.items()}
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+  """A state_dict from a `.pth` file (needs torch) or an `.npz` of the same keys (read without torch)."""
+  if path.endswith(".npz"):
+    with np.load(path, allow_pickle=False) as f:
+      return dict(f)
+  return load_pth(path)
+
+
+def pth_to_npz(pth: str, out: str, check: Callable[[dict], object], keep: Callable[[str], bool]) -> None:
+  """Writes the entries of `pth`'s state_dict that `keep(key)` selects to `out` (an `.npz`, read without torch),
+  once `check` (the model's loader, which raises on a missing or odd key) has accepted the whole state_dict."""
+  state_dict = load_pth(pth)
+  check(state_dict)
+  np.savez(out, **{k: v for k, v in state_dict.items() if keep(k)})
+  print(f"wrote {out}")

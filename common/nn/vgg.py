@@ -80,11 +80,7 @@ def from_torch_state_dict(state_dict: Mapping[str, np.ndarray], arch: str = "vgg
 
 def load(path: str, arch: str = "vgg19") -> VGG:
   """A `VGG` from a torchvision state_dict file: `.pth` (needs torch) or `.npz` (the same keys)."""
-  if path.endswith(".npz"):
-    with np.load(path, allow_pickle=False) as f:
-      state_dict = dict(f)
-  else:
-    state_dict = torch_port.load_pth(path)
+  state_dict = torch_port.read_state_dict(path)
   try:
     return from_torch_state_dict(state_dict, arch)[0]
   except ValueError as e:
@@ -95,10 +91,7 @@ def main(argv) -> None:
   from absl import flags
   del argv
   f = flags.FLAGS
-  state_dict = torch_port.load_pth(f.pth)
-  from_torch_state_dict(state_dict, f.arch)  # checks every key before writing
-  np.savez(f.out, **{k: v for k, v in state_dict.items() if k.startswith("features.")})
-  print(f"wrote {f.out}")
+  torch_port.pth_to_npz(f.pth, f.out, lambda sd: from_torch_state_dict(sd, f.arch), lambda k: k.startswith("features."))
 
 
 if __name__ == "__main__":

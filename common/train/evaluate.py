@@ -66,7 +66,8 @@ def targets(config: ml_collections.ConfigDict, eval_sets: Sequence[str] = (), sp
 
 def evaluate_run(workdir: str, out: str = "", *, step: int | None = None, eval_sets: Sequence[str] = (),
                  splits: Sequence[str] = (), overrides: Sequence[str] = ()) -> dict:
-  """Evaluates `workdir`'s checkpoint (see the module docstring); returns what `evaluation.json` holds."""
+  """Evaluates `workdir`'s checkpoint (see the module docstring); returns what `evaluation.json` holds, plus
+  `table` (the path of `evaluation.md`)."""
   if eval_sets and splits:
     raise ValueError("give --eval_sets or --splits, not both")
   config = run_config(workdir, step, overrides)
@@ -79,12 +80,12 @@ def evaluate_run(workdir: str, out: str = "", *, step: int | None = None, eval_s
   rows = [{"set": name, "step": step, **m} for name, m in results.items()]
   for row in rows:
     tables.write([row], ("set", "step", *sorted(results[row["set"]])), os.path.join(out, row["set"]))
-  tables.write(rows, ("set", "step", *columns), os.path.join(out, "evaluation"))
+  md, _ = tables.write(rows, ("set", "step", *columns), os.path.join(out, "evaluation"))
   summary = {"workdir": os.path.abspath(workdir), "step": step, "sets": results, "overrides": list(overrides),
              "code": provenance.code_version()}
   with open(os.path.join(out, "evaluation.json"), "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=1)
-  return summary
+  return {**summary, "table": md}
 
 
 def main(argv):
@@ -94,9 +95,8 @@ def main(argv):
   f = flags.FLAGS
   if not f.workdir:
     raise ValueError("--workdir is required")
-  out = f.out or os.path.join(f.workdir, "evaluation")
-  evaluate_run(f.workdir, out, step=f.step, eval_sets=f.eval_sets, splits=f.splits, overrides=f.set)
-  with open(os.path.join(out, "evaluation.md"), encoding="utf-8") as table:
+  summary = evaluate_run(f.workdir, f.out, step=f.step, eval_sets=f.eval_sets, splits=f.splits, overrides=f.set)
+  with open(summary["table"], encoding="utf-8") as table:
     print(table.read(), end="")
 
 

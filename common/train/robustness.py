@@ -6,8 +6,8 @@
 Any method (ViLocal, NCL, MSCCNet, Delocate, ...): RUN is a run directory as `common.train.evaluate` takes it (a
 two-stage method's stage, e.g. RUN/stage2; a multi-stage root is an error naming its stages), read with the same
 stored config and `--set` overrides, on the same sets: each of the config's `eval_sets` (or those `--eval_sets`
-names), else each of `--splits` (default: its `eval_split`). Per set the checkpoint is restored and compiled once and evaluated clean, then at each level
-of each op of `--ops` (default: all of `common.data.perturbations.ROBUSTNESS_LEVELS`: JPEG quality 100..50, blur
+names), else each of `--splits` (default: its `eval_split`). Per set the checkpoint is restored and compiled
+once and evaluated clean, then at each level of each op of `--ops` (default: all of `common.data.perturbations.ROBUSTNESS_LEVELS`: JPEG quality 100..50, blur
 kernel 3..23, noise sigma 3..23, resize scale 0.78..0.25, H.264 CRF 18..38; `--levels=jpeg=90,50` replaces an op's
 levels). The perturbation is the engine's evaluation perturbation (`Task.eval_perturbation`, i.e.
 `config.data.perturbation = {op: {p: 1, <level name>: level}}`), applied after the task's own evaluation
