@@ -21,4 +21,7 @@ def load(method: str, variant: str, stage: str | None, overrides: Sequence[str],
   config = next(c for name, c, _ in stages if stage in (None, name))
   if random_weights:
     config.init_from = {}
-  return config_lib.apply_overrides(config, overrides)
+  config = config_lib.apply_overrides(config, overrides)
+  if method == "vilocal" and not config.data.root:  # the demo corpus: its two inpainters stand in for VI and OP
+    config.data.methods = ()
+  return config

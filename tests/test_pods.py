@@ -171,7 +171,7 @@ def test_resume_on_another_device_count_is_refused_when_it_changes_the_batch(tmp
 # Data overrides (the harness's `--set` form) that let a paper config read the tiny demo corpus: where the data
 # come from and how many frames are indexed, never a shape, width, depth or loss of the step.
 PAPER_DATA = {
-    "vilocal": ["data.root={corpus}/video_inpainting", "data.clip_length=3", "data.verify=none"],
+    "vilocal": ["data.root={corpus}/video_inpainting", "data.methods=()", "data.clip_length=3", "data.verify=none"],
     "msccnet": ["data.root={corpus}/faces", "data.methods=()", "data.compression=c23", "data.frames_per_video=2",
                 "data.mask_source=auto", "data.face_boxes=face_boxes.json", "data.augment=False"],
     "ncl": ["data.sets={{'train': '{corpus}/image_manipulation/train.json', "
