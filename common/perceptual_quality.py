@@ -36,6 +36,7 @@ from flax import nnx
 
 from common.nn import alexnet as alexnet_lib
 from common.nn import inception as inception_lib
+from common.nn import layers
 from common.nn import torch_port
 from common.nn import vgg as vgg_lib
 
@@ -275,7 +276,7 @@ class InceptionFeatures:
     self.batch_size = int(batch_size)
     self.resize_input = model.resize_input
     self._apply = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
-    self._resize = jax.jit(lambda x: inception_lib.resize_bilinear(x, (inception_lib.FID_SIZE,) * 2))
+    self._resize = jax.jit(lambda x: layers.resize_bilinear_half_pixel(x, (inception_lib.FID_SIZE,) * 2))
 
   def resize(self, images) -> jax.Array:
     """[B, H, W, 3] uint8 / [0, 1] -> float32 [B, 299, 299, 3] in [0, 1] (pytorch-fid's resize)."""

@@ -11,6 +11,7 @@ from flax import nnx
 from common import perceptual_quality as pq
 from common.nn import alexnet as alexnet_lib
 from common.nn import inception as inception_lib
+from common.nn import layers
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "testdata", "lpips_fid_golden.npz")
 SEED = {"alex": 1, "vgg": 2, "inception": 3}
@@ -109,7 +110,7 @@ def test_frechet_distance_matches_pytorch_fid(golden):
 def test_resize_matches_torch_half_pixel_rule():
   # F.interpolate(mode='bilinear', align_corners=False) of a ramp 0..3 to 8: known values.
   x = np.arange(4, dtype=np.float32).reshape(1, 1, 4, 1)
-  out = np.asarray(inception_lib.resize_bilinear(x, (1, 8)))[0, 0, :, 0]
+  out = np.asarray(layers.resize_bilinear_half_pixel(x, (1, 8)))[0, 0, :, 0]
   np.testing.assert_allclose(out, [0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3], atol=1e-6)
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from common.nn import torch_port
+from common.nn import layers
 from common.nn.layers import torch_conv
 
 IGNORE = torch_port.DEFAULT_IGNORE + (r"^fc\.", r"^AuxLogits\.")
@@ -177,30 +178,6 @@ class FIDInceptionE(nnx.Module):
     return jnp.concatenate([b1, b3, bd, bp], -1)
 
 
-def _resize_axis_half_pixel(x: jax.Array, axis: int, out_size: int) -> jax.Array:
-  """Linear interpolation along `axis` on PyTorch's `align_corners=False` grid (float32 index arithmetic)."""
-  in_size = x.shape[axis]
-  if out_size == in_size:
-    return x
-  scale = np.float32(in_size) / np.float32(out_size)
-  src = np.maximum(scale * (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5),
-                   np.float32(0))
-  lo = np.minimum(src.astype(np.int32), in_size - 1)
-  hi = np.minimum(lo + 1, in_size - 1)
-  frac = (src - lo.astype(np.float32)).astype(np.float32)
-  shape = [1] * x.ndim
-  shape[axis] = out_size
-  w_hi = jnp.asarray(frac.reshape(shape), dtype=x.dtype)
-  w_lo = jnp.asarray((np.float32(1.0) - frac).reshape(shape), dtype=x.dtype)
-  return w_lo * jnp.take(x, lo, axis=axis) + w_hi * jnp.take(x, hi, axis=axis)
-
-
-def resize_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
-  """`F.interpolate(x, size, mode='bilinear', align_corners=False)` (no antialiasing) for [..., H, W, C]."""
-  x = _resize_axis_half_pixel(x, x.ndim - 2, int(size[1]))
-  return _resize_axis_half_pixel(x, x.ndim - 3, int(size[0]))
-
-
 class FIDInceptionV3(nnx.Module):
   """[B, H, W, 3] in [0, 1] -> [B, 2048] pool3 features (pytorch-fid `InceptionV3([3])`)."""
 
@@ -230,7 +207,7 @@ class FIDInceptionV3(nnx.Module):
       raise ValueError(f"expected images [B, H, W, 3] in [0, 1], got shape {x.shape}")
     x = x.astype(jnp.float32)
     if self.resize_input:
-      x = resize_bilinear(x, (FID_SIZE, FID_SIZE))
+      x = layers.resize_bilinear_half_pixel(x, (FID_SIZE, FID_SIZE))
     if self.normalize_input:
       x = 2 * x - 1
     x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))

@@ -265,21 +265,43 @@ class Mlp(nnx.Module):
     return self.drop(self.fc2(x))
 
 
+def _interpolate_axis(x: jax.Array, axis: int, src: np.ndarray) -> jax.Array:
+  """Linear interpolation of `x` along `axis` at the float32 source coordinates `src` [out_size] (>= 0)."""
+  in_size = x.shape[axis]
+  lo = np.minimum(src.astype(np.int32), in_size - 1)
+  hi = np.minimum(lo + 1, in_size - 1)
+  frac = (src - lo.astype(np.float32)).astype(np.float32)
+  shape = [1] * x.ndim
+  shape[axis] = len(src)
+  w_hi = jnp.asarray(frac.reshape(shape), dtype=x.dtype)
+  w_lo = jnp.asarray((np.float32(1.0) - frac).reshape(shape), dtype=x.dtype)
+  return w_lo * jnp.take(x, lo, axis=axis) + w_hi * jnp.take(x, hi, axis=axis)
+
+
 def _align_corners_axis(x: jax.Array, axis: int, out_size: int) -> jax.Array:
   """Linear interpolation along `axis` on PyTorch's `align_corners=True` grid, in float32 as torch."""
   in_size = x.shape[axis]
   if out_size == in_size:
     return x
   scale = np.float32((in_size - 1) / (out_size - 1)) if out_size > 1 else np.float32(0.0)
-  src = scale * np.arange(out_size, dtype=np.float32)
-  lo = np.minimum(src.astype(np.int32), in_size - 1)
-  hi = np.minimum(lo + 1, in_size - 1)
-  frac = src - lo.astype(np.float32)
-  shape = [1] * x.ndim
-  shape[axis] = out_size
-  w_hi = jnp.asarray(frac.reshape(shape), dtype=x.dtype)
-  w_lo = jnp.asarray((np.float32(1.0) - frac).reshape(shape), dtype=x.dtype)
-  return w_lo * jnp.take(x, lo, axis=axis) + w_hi * jnp.take(x, hi, axis=axis)
+  return _interpolate_axis(x, axis, scale * np.arange(out_size, dtype=np.float32))
+
+
+def _half_pixel_axis(x: jax.Array, axis: int, out_size: int) -> jax.Array:
+  """Linear interpolation along `axis` on PyTorch's `align_corners=False` grid (float32 index arithmetic)."""
+  in_size = x.shape[axis]
+  if out_size == in_size:
+    return x
+  scale = np.float32(in_size) / np.float32(out_size)
+  src = np.maximum(scale * (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5),
+                   np.float32(0))
+  return _interpolate_axis(x, axis, src)
+
+
+def resize_bilinear_half_pixel(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """`F.interpolate(x, size, mode='bilinear', align_corners=False)` (no antialiasing) for [..., H, W, C]."""
+  x = _half_pixel_axis(x, x.ndim - 2, int(size[1]))
+  return _half_pixel_axis(x, x.ndim - 3, int(size[0]))
 
 
 def resize_bilinear_align_corners(x: jax.Array, size: tuple[int, int]) -> jax.Array:
