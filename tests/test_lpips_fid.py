@@ -12,9 +12,9 @@ from common import perceptual_quality as pq
 from common.nn import alexnet as alexnet_lib
 from common.nn import inception as inception_lib
 from common.nn import layers
+from tests.testdata.seeded_weights import SEED, seeded_value
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "testdata", "lpips_fid_golden.npz")
-SEED = {"alex": 1, "vgg": 2, "inception": 3}
 RTOL = 1e-4
 
 
@@ -22,17 +22,6 @@ RTOL = 1e-4
 def golden():
   with np.load(GOLDEN, allow_pickle=False) as f:
     return dict(f)
-
-
-def seeded_value(rng, key, shape):
-  """The generator script's rule (tests/testdata/generate_lpips_fid_golden.py: seeded_value)."""
-  if key.endswith("running_var"):
-    return rng.uniform(0.5, 1.5, shape).astype(np.float32)
-  if len(shape) >= 2:
-    return (rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))).astype(np.float32)
-  if key.endswith(".bn.weight"):
-    return (1 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
-  return (0.1 * rng.standard_normal(shape)).astype(np.float32)
 
 
 def seeded_state_dict(golden, name):

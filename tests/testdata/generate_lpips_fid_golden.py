@@ -8,7 +8,7 @@ to pytorch-fid's own `fid_inception_v3()` in place of its download.
   /tmp/torchenv/bin/python tests/testdata/generate_lpips_fid_golden.py
 
 Every backbone / Inception parameter and buffer is drawn from `np.random.default_rng(SEED[net])` in `state_dict`
-order by `seeded_value` (the JAX test has the same rule), so the golden file stores only the key names, shapes,
+order by `seeded_weights.seeded_value` (the JAX test's rule too), so the golden file stores only the key names, shapes,
 inputs and outputs. The LPIPS linear heads are the lpips package's pretrained v0.1 heads, stored in the golden file
 (a few kB).
 """
@@ -23,22 +23,9 @@ import lpips
 from pytorch_fid import fid_score
 from pytorch_fid import inception as fid_inception
 
-SEED = {"alex": 1, "vgg": 2, "inception": 3}
+from seeded_weights import SEED, seeded_value  # this folder's, first on sys.path when run as a script
+
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lpips_fid_golden.npz")
-
-
-def seeded_value(rng: np.random.Generator, key: str, shape) -> np.ndarray:
-  """The value of one state_dict entry (same rule in tests/test_lpips_fid.py). Conv / linear weights: He-normal
-  (activations stay O(1) through 90 layers); BatchNorm: weight 1 + 0.1 N, bias / running_mean 0.1 N,
-  running_var U(0.5, 1.5); other 1-D entries (conv biases) 0.1 N."""
-  shape = tuple(int(s) for s in shape)
-  if key.endswith("running_var"):
-    return rng.uniform(0.5, 1.5, shape).astype(np.float32)
-  if len(shape) >= 2:
-    return (rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))).astype(np.float32)
-  if key.endswith(".bn.weight"):
-    return (1 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
-  return (0.1 * rng.standard_normal(shape)).astype(np.float32)
 
 
 def seeded_state_dict(template: dict, seed: int, prefix: str = "") -> dict:
