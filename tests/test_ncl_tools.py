@@ -1,6 +1,6 @@
-"""NCL tools on a smoke run from the tiny demo corpus: the ablation sweep file, predict from a run's checkpoint
-(masks and overlays at the input's size). (The sweep runner is common's: tests/test_engine.py runs it on the toy
-task; the robustness tool is common's too: tests/test_robustness.py.)"""
+"""NCL tools on a smoke run from the tiny demo corpus: the ablation sweep file, evaluation sets, the robustness
+table, predict from a run's checkpoint (masks and overlays at the input's size). (The sweep runner is common's:
+tests/test_engine.py runs it on the toy task; the robustness tool's own tests are tests/test_robustness.py.)"""
 import os
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from common.data import demo
-from common.train import loop, serving, sweep
+from common.train import loop, robustness, serving, sweep
 from configs import ncl as ncl_configs
 from ncl_jax import predict
 
@@ -57,6 +57,20 @@ def test_protocol_mvss_sets_evaluate_in_one_compilation_from_json_lists_and_fold
   for name in names[1:]:
     assert sets[name] == pytest.approx(sets["casia1"], abs=1e-6, nan_ok=True), name
   assert 0.0 <= sets["casia1"]["pixel_f1"] <= 1.0
+
+
+def test_robustness_table_has_ncl_columns_and_the_engine_perturbs_its_images(trained, tmp_path):
+  """A real method: NCL's own metric columns, JPEG 50 applied to its images by the engine."""
+  workdir, _ = trained
+  summary = robustness.robustness_run(workdir, ops=("jpeg",), levels={"jpeg": (50,)}, out=str(tmp_path),
+                                      report=lambda line: None)
+  assert [(r["op"], r["level"]) for r in summary["rows"]] == [("clean", ""), ("jpeg", 50)]
+  assert summary["metric"] == "pixel_f1"  # NCL's best_metric
+  md = open(summary["table"]).read()
+  assert md.splitlines()[0] == ("| set | op | level | pixel_f1 | pixel_f1_permuted | pixel_best_f1 | pixel_iou "
+                                "| pixel_auc |") and md.count("| test |") == 2
+  assert summary["rows"][0]["pixel_auc"] != summary["rows"][1]["pixel_auc"]  # JPEG reached the images
+  assert (tmp_path / "robustness.png").exists()
 
 
 def test_predict_writes_masks_and_overlays_at_the_input_size(trained, tmp_path):

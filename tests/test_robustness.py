@@ -1,9 +1,9 @@
 """`common.train.robustness` (any method's checkpoint clean and perturbed: one table, one plot), the engine's
 evaluation perturbation (`config.data.perturbation` for every task) and the sweep's bar plot.
 
-The table / plot / CLI mechanics run on the toy task with uint8 images; one real method end to end: NCL's smoke
-model on the tiny demo corpus, one op at one level. Both checkpoints are fresh inits saved as step 0 of a run: the
-tool only reads checkpoints, so nothing is trained.
+The table / plot / CLI mechanics run on the toy task with uint8 images, from a fresh init saved as step 0 of a run
+(the tool only reads checkpoints, so nothing is trained). A real method end to end (NCL's columns, JPEG reaching its
+images) is tests/test_ncl_tools.py, on that file's smoke run.
 """
 import json
 import os
@@ -17,7 +17,6 @@ import pytest
 from PIL import Image
 
 from common import plots
-from common.data import demo
 from common.train import checkpoint as ckpt_lib
 from common.train import config as config_lib
 from common.train import loop, robustness, sweep, weights
@@ -68,8 +67,7 @@ def toy_config():
 
 
 def _checkpoint(config, workdir):
-  """A fresh init of `config`'s task (jitted: NCL's eager init is slow) saved as step 0 of a run: the tools only
-  read checkpoints, so nothing is trained."""
+  """A fresh init of `config`'s task saved as step 0 of a run: the tools only read checkpoints."""
   config = weights.final_stage_config(config)
   task = config_lib.build_task(config)
   checkpoints = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
@@ -149,23 +147,3 @@ def test_sweep_writes_one_bar_panel_per_metric_with_the_best_highlighted(tmp_pat
   pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3)
   red = np.array([int(plots.HIGHLIGHT[i:i + 2], 16) for i in (1, 3, 5)])
   assert (np.abs(pixels.astype(int) - red).sum(1) < 10).sum() > 200  # the highlighted bars are drawn
-
-
-def test_ncl_smoke_end_to_end(tmp_path):
-  """A real method: NCL's own metric columns, JPEG 50 applied to its images by the engine."""
-  corpus = str(tmp_path / "corpus")
-  demo.build(corpus, seed=0, scale="tiny")
-  root = os.path.join(corpus, "image_manipulation")
-  from configs import ncl as ncl_configs
-  config = ncl_configs.get_config("smoke")
-  config.data.sets = {"train": os.path.join(root, "train.json"), "test": os.path.join(root, "test.json")}
-  workdir = _checkpoint(config, str(tmp_path / "run"))
-  summary = robustness.robustness_run(workdir, ops=("jpeg",), levels={"jpeg": (50,)}, overrides=["mesh.data=1"],
-                                      report=lambda line: None)
-  assert [(r["op"], r["level"]) for r in summary["rows"]] == [("clean", ""), ("jpeg", 50)]
-  assert summary["metric"] == "pixel_f1"  # NCL's best_metric
-  md = open(summary["table"]).read()
-  assert md.splitlines()[0] == ("| set | op | level | pixel_f1 | pixel_f1_permuted | pixel_best_f1 | pixel_iou "
-                                "| pixel_auc |") and md.count("| test |") == 2
-  assert summary["rows"][0]["pixel_auc"] != summary["rows"][1]["pixel_auc"]  # JPEG reached the images
-  assert os.path.exists(os.path.join(workdir, "robustness", "robustness.png"))
