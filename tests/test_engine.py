@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from common.train import checkpoint, export, loop
+from common.train import checkpoint, evaluate, export, loop
 from common.train import config as config_lib
 from tests import toy_task
 
@@ -154,7 +154,6 @@ def test_evaluate_command_reads_the_run_and_writes_one_table_per_split(reference
 def test_evaluation_sets_apart_from_the_training_data(reference_run, tmp_path):
   """config.eval_sets: each set is the config with the set's fields in place, evaluated on its own reader."""
   from common.data.readers.media import DataError
-  from common.train import evaluate
   workdir, _ = reference_run
   sets = {"small": {"eval_size": 8}, "moved": {"eval_split": "val", "faults": {"eval_folder": "/nowhere/eval"}}}
   overrides = ["mesh.data=1", f"eval_sets={sets!r}"]
@@ -192,15 +191,20 @@ def test_evaluation_sets_read_named_roots():
 
 def test_a_run_stored_under_old_field_names_reads_under_the_new_ones():
   """`config.upgrade` (applied to every stored config read back): `data.flip` for the flips, NCL's loss weights
-  under `loss`; the resume guard then sees no change."""
-  stored = ml_collections.ConfigDict({"data": {"hflip": False, "size": 64},
+  under `loss`, and the fields a run predates at the values it had implicitly (the evaluation tools read
+  `eval_sets`: a run stored before it existed was refused with AttributeError); the resume guard sees no change."""
+  stored = ml_collections.ConfigDict({"data": {"hflip": False, "size": 64}, "eval_split": "test",
                                       "ncl": {"patch_size": 8, "seg_weight": 1.0, "pivot_weight": 0.5}})
-  now = ml_collections.ConfigDict({"data": {"flip": False, "size": 64}, "ncl": {"patch_size": 8},
+  now = ml_collections.ConfigDict({"data": {"flip": False, "size": 64}, "eval_split": "test", "ncl": {"patch_size": 8},
                                    "loss": {"seg_weight": 1.0, "pivot_weight": 0.5}})
-  assert config_lib.upgrade(stored).to_dict() == now.to_dict()
-  assert config_lib.refused_changes(stored, now) == ({}, {})
+  upgraded = config_lib.upgrade(stored)
+  assert upgraded.data.flip is False and "hflip" not in upgraded.data and upgraded.ncl.to_dict() == {"patch_size": 8}
+  assert upgraded.loss.to_dict() == {"seg_weight": 1.0, "pivot_weight": 0.5}
+  assert upgraded.eval_sets.to_dict() == {} and upgraded.data.format == "folder" and "optimizer" not in upgraded
+  assert evaluate.targets(upgraded) == [(upgraded, {"test": "test"})]
+  assert config_lib.refused_changes(upgraded, now) == ({}, {})
   vilocal = config_lib.upgrade(ml_collections.ConfigDict({"data": {"train_flip": True}}))
-  assert vilocal.to_dict() == {"data": {"flip": True}}
+  assert vilocal.data.flip is True and "train_flip" not in vilocal.data
 
 
 def test_sweep_trains_each_entry_resumes_and_marks_the_best_value(tmp_path):

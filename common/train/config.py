@@ -227,7 +227,15 @@ RENAMED_KEYS = {
 
 
 def upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """`config` (a stored run's) with the `RENAMED_KEYS` moved to their new names, in place; returns it."""
+  """`config` (a stored run's) with the `RENAMED_KEYS` moved to their new names and each `IMPLICIT_DEFAULTS` field
+  it predates set to that default (where its parent exists), in place; returns it."""
+  for key, default in IMPLICIT_DEFAULTS.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node.get(p) if isinstance(node, ml_collections.ConfigDict) else None
+    if isinstance(node, ml_collections.ConfigDict) and leaf not in node:
+      node[leaf] = ml_collections.ConfigDict(default) if isinstance(default, dict) else default
   for old, new in RENAMED_KEYS.items():
     *old_parents, old_leaf = old.split(".")
     node = config
