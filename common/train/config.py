@@ -226,22 +226,21 @@ RENAMED_KEYS = {
 }
 
 
+def _stored_parent(config: ml_collections.ConfigDict, key: str) -> tuple[ml_collections.ConfigDict | None, str]:
+  """(the ConfigDict holding dotted `key` in `config`, or None where a parent is missing; the key's last part)."""
+  *parents, leaf = key.split(".")
+  node = config
+  for p in parents:
+    node = node.get(p) if isinstance(node, ml_collections.ConfigDict) else None
+  return (node if isinstance(node, ml_collections.ConfigDict) else None), leaf
+
+
 def upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`config` (a stored run's) with the `RENAMED_KEYS` moved to their new names and each `IMPLICIT_DEFAULTS` field
   it predates set to that default (where its parent exists), in place; returns it."""
-  for key, default in IMPLICIT_DEFAULTS.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node.get(p) if isinstance(node, ml_collections.ConfigDict) else None
-    if isinstance(node, ml_collections.ConfigDict) and leaf not in node:
-      node[leaf] = ml_collections.ConfigDict(default) if isinstance(default, dict) else default
   for old, new in RENAMED_KEYS.items():
-    *old_parents, old_leaf = old.split(".")
-    node = config
-    for p in old_parents:
-      node = node.get(p) if isinstance(node, ml_collections.ConfigDict) else None
-    if not isinstance(node, ml_collections.ConfigDict) or old_leaf not in node:
+    node, old_leaf = _stored_parent(config, old)
+    if node is None or old_leaf not in node:
       continue
     value = node[old_leaf]
     del node[old_leaf]
@@ -252,6 +251,10 @@ def upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         target[p] = ml_collections.ConfigDict()
       target = target[p]
     target[new_leaf] = value
+  for key, default in IMPLICIT_DEFAULTS.items():
+    node, leaf = _stored_parent(config, key)
+    if node is not None and leaf not in node:
+      node[leaf] = ml_collections.ConfigDict(default) if isinstance(default, dict) else default
   return config
 
 
