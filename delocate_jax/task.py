@@ -34,6 +34,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from common import inference
 from common.data import demo, prepared, transforms
 from common.data.faces import detection as face_detection
 from common.data.readers import FaceForensicsReader
@@ -284,10 +285,10 @@ class DelocateTask(Task):
 
   def export_spec(self):
     s = self.config.data.size
-    return {"inputs": {"image": {"shape": [s, s, 3], "dtype": "float32"}},
-            "normalisation": (f"RGB face crop ({self.config.data.crop_scale}x the face box, square) resized to "
-                              f"{s}x{s} (bilinear), values 0-255 (the model scales to [0, 1] and normalises by "
-                              f"mean {MEAN}, std {STD})"),
-            "outputs": {"score": "probability that the face is manipulated, [B]",
-                        "probs": f"per-pixel manipulation probability, [B, {s}, {s}]",
-                        "recovery": f"the recovered (real-looking) face, RGB 0-255, [B, {s}, {s}, 3]"}}
+    shape = inference.InputSpec(
+        kind="face", size=(s, s), face_crop_scale=self.config.data.crop_scale,
+        fixed_reason="the ViT's patch grid, position embeddings and facial ROIs are those of the trained size")
+    return inference.spec({"image": {"shape": [s, s, 3], "layout": "HWC"}}, shape,
+                          {"score": "probability that the face is manipulated, [B]",
+                           "probs": f"per-pixel manipulation probability, [B, {s}, {s}]",
+                           "recovery": f"the recovered (real-looking) face, RGB 0-255, [B, {s}, {s}, 3]"})

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from clu import metrics as clu_metrics
 
-from common import metrics
+from common import inference, metrics
 from common.data import demo, prepared, transforms
 from common.data.faces import detection as face_detection
 from common.data.readers import FaceForensicsReader
@@ -167,8 +167,10 @@ class MSCCNetTask(Task):
 
   def export_spec(self):
     s = self.config.data.size
-    return {"inputs": {"image": {"shape": [s, s, 3], "dtype": "float32"}},
-            "normalisation": (f"RGB face crop resized to {s}x{s} (bilinear), values 0-255 (the model subtracts the "
-                              f"ImageNet mean {MEAN} and divides by the std {STD})"),
-            "outputs": {"score": "probability that the face is manipulated, [B]",
-                        "probs": f"per-pixel manipulation probability, [B, {s}, {s}]"}}
+    shape = inference.InputSpec(
+        kind="face", size=(s, s), face_crop_scale=self.config.data.crop_scale,
+        fixed_reason="the DCT bases of the multi-spectral class centers are built for a concrete feature size; "
+                     "face crops are resized to the trained size")
+    return inference.spec({"image": {"shape": [s, s, 3], "layout": "HWC"}}, shape,
+                          {"score": "probability that the face is manipulated, [B]",
+                           "probs": f"per-pixel manipulation probability, [B, {s}, {s}]"})

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from clu import metrics as clu_metrics
 
-from common import metrics
+from common import inference, metrics
 from common.data import demo, prepared, transforms
 from common.data.readers import ImageManipulationReader
 from common.losses import segmentation
@@ -153,12 +153,11 @@ class NCLTask(Task):
 
   # ------------------------------------------------------------------ export
   def predict(self, models, inputs):
-    return {"probs": tampered_probability(models["model"](inputs["image"].astype(self.dtype)))}
+    return {"probs": tampered_probability(models["model"](normalize(inputs["image"], self.dtype)))}
 
   def export_spec(self):
     size = self.config.data.export_size or self.config.data.size
-    return {"inputs": {"image": {"shape": [size, size, 3], "dtype": "float32"}},
-            "normalisation": "RGB /255, ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225); "
-                             "resized with Pillow bilinear (the network is fully convolutional: other sizes that are "
-                             "multiples of 16 work through the task, not the export)",
-            "outputs": {"probs": f"tampered probability per pixel, [B, {size}, {size}]"}}
+    shape = inference.InputSpec(kind="image", size=(size, size), symbolic=True,
+                                multiple=self.config.model.output_stride)
+    return inference.spec({"image": {"shape": [*inference.spatial(shape), 3], "layout": "HWC"}}, shape,
+                          {"probs": "tampered probability per pixel, [B, H, W]"})

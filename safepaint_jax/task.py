@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 from clu import metrics as clu_metrics
 
-from common import image_quality
+from common import image_quality, inference
 from common.data import masks as mask_lib
 from common.data import prepared, transforms
 from common.losses import gan, perceptual
@@ -222,15 +222,17 @@ class SafePaintTask(Task):
 
   # ------------------------------------------------------------------ export
   def predict(self, models, inputs):
-    masks = (inputs["mask"] > 0.5).astype(jnp.float32)[..., None]
-    final, stage1 = self.inpaint(models, inputs["image"].astype(jnp.float32), masks)
+    masks = (inputs["mask"] > 0).astype(jnp.float32)[..., None]
+    final, stage1 = self.inpaint(models, inputs["image"].astype(jnp.float32) / 255.0, masks)
     return {"inpainted": final, "stage1": stage1}
 
   def export_spec(self):
     s = self.config.data.size
-    return {"inputs": {"image": {"shape": [s, s, 3], "dtype": "float32"},
-                       "mask": {"shape": [s, s], "dtype": "float32"}},
-            "normalisation": f"RGB in [0, 1] (no mean/std), centre square crop resized to {s}x{s} (Pillow bicubic); "
-                             "mask 1 = hole (> 0.5)",
-            "outputs": {"inpainted": f"the composite I*(1-M) + O2*M in [0, 1], [B, {s}, {s}, 3]",
-                        "stage1": f"the stage-1 composite I*(1-M) + O1*M in [0, 1], [B, {s}, {s}, 3]"}}
+    shape = inference.InputSpec(
+        kind="inpaint", size=(s, s), resize="bicubic", square_crop=True,
+        fixed_reason="region-wise separated attention pools the hole mask with strides computed from a concrete "
+                     "feature size")
+    return inference.spec({"image": {"shape": [s, s, 3], "layout": "HWC"},
+                           "mask": {"shape": [s, s], "layout": "HW", "meaning": "hole where > 0"}}, shape,
+                          {"inpainted": f"the composite I*(1-M) + O2*M in [0, 1], [B, {s}, {s}, 3]",
+                           "stage1": f"the stage-1 composite I*(1-M) + O1*M in [0, 1], [B, {s}, {s}, 3]"})

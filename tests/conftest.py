@@ -42,7 +42,7 @@ GOLDEN_DIR = os.path.join(REPO_ROOT, "tests", "testdata", "golden")
 # xdist's default order, by test count, the one-test rehearsal ran last while the other worker idled for 2 min).
 # Only the order depends on this list: a stale entry costs balance, never a test.
 LONGEST_FIRST = ("test_safepaint_task.py", "test_engine.py", "test_vilocal_task.py", "test_uniformer.py",
-                 "test_pods.py", "test_rehearsal.py", "test_delocate_run.py", "test_vilocal_convert.py",
+                 "test_pods.py", "test_rehearsal.py", "test_delocate_run.py", "test_exports.py", "test_vilocal_convert.py",
                  "test_ncl_tools.py", "test_safepaint_model.py", "test_run_dir.py", "test_msccnet_predict.py",
                  "test_vilocal_predict.py", "test_msccnet_convert.py", "test_prepare.py", "test_resnet.py",
                  "test_preemption.py", "test_ablations.py", "test_msccnet_task.py")

@@ -1,13 +1,13 @@
 """Delocate through the engine on the 4-device mesh: both stages from the tiny demo corpus (stage 2 restoring stage
 1's MAE through init_from and freezing it while every localizer parameter trains), finite metrics in [0, 1], the
-first-order meta-learning step, export."""
+first-order meta-learning step (its export: tests/test_exports.py)."""
 import os
 
 import jax
 import numpy as np
 import pytest
 
-from common.train import checkpoint, export, loop
+from common.train import checkpoint, loop
 from common.train import config as config_lib
 from tests.test_delocate_task import smoke, tiny_faces  # noqa: F401 (module fixture)
 from tests.test_engine import assert_stage_two_kept_frozen_and_trained, losses, saved_params
@@ -78,17 +78,6 @@ def test_meta_learning_step_trains_the_localizer_only(tiny_faces, two_stage_run,
   s1, meta = saved_params(os.path.join(workdir, "stage1")), saved_params(str(tmp_path / "stage2"))
   assert all(np.array_equal(meta[k], s1[k]) for k in s1 if k.startswith("model/mae/"))
   _assert_localizer_trained(initial_localizer, meta)
-
-
-def test_export_of_the_trained_run_gives_scores_masks_and_recoveries(two_stage_run, tmp_path):
-  workdir, _ = two_stage_run
-  manifest = export.export(os.path.join(workdir, "stage2"), str(tmp_path / "export"), platforms=("cpu",))
-  assert manifest["inputs"]["image"]["shape"] == [32, 32, 3]
-  fn = export.load(str(tmp_path / "export"))
-  out = fn({"image": np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)})
-  assert np.asarray(out["score"]).shape == (2,) and np.asarray(out["probs"]).shape == (2, 32, 32)
-  assert np.asarray(out["recovery"]).shape == (2, 32, 32, 3)
-
 
 
 def test_evaluate_reads_the_cross_dataset_layouts_with_frame_and_video_metrics(tiny_faces, two_stage_run, tmp_path):

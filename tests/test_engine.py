@@ -343,7 +343,8 @@ def test_export_loads_in_fresh_process_and_matches_live_model(reference_run, tmp
   out = str(tmp_path / "export")
   manifest = export.export(workdir, out)
   assert manifest["task"] == "tests.toy_task:ToyTask" and manifest["step"] == 30
-  x = np.random.default_rng(0).random((5, 8, 8, 3), dtype=np.float32)
+  assert manifest["model_card"]["step"] == 30 and manifest["model_card"]["evaluation"]  # the run's final evaluation
+  x = np.random.default_rng(0).integers(0, 256, (5, 12, 20, 3), np.uint8)  # not the trained 8 x 8: symbolic H, W
   np.save(tmp_path / "x.npy", x)
   script = ("import sys, numpy as np; from common.train.export import load; "
             f"fn = load({out!r}); np.save({str(tmp_path / 'y.npy')!r}, "
@@ -357,7 +358,7 @@ def test_export_loads_in_fresh_process_and_matches_live_model(reference_run, tmp
   assert step == 30
   live = task.predict(task.models(state), {"image": x})["probs"]
   np.testing.assert_allclose(np.load(tmp_path / "y.npy"), np.asarray(live), rtol=1e-5, atol=1e-6)
-  batch_of_two = export.load(out)({"image": x[:2]})["probs"]  # the batch dimension is symbolic
+  batch_of_two = export.load(out)({"image": x[:2, :8, :8]})["probs"]  # batch and spatial dimensions are symbolic
   assert batch_of_two.shape == (2, 8, 8)
 
 

@@ -15,6 +15,7 @@ import optax
 from clu import metrics as clu_metrics
 from flax import nnx
 
+from common import inference
 from common.data.readers.media import DataError
 from common.train.config import base_config
 from common.train.task import Task
@@ -116,11 +117,12 @@ class ToyTask(Task):
     return {"heatmap": jax.nn.sigmoid(self.models(state)["model"](batch["image"][:2]))[..., None]}
 
   def predict(self, models, inputs):
-    return {"probs": jax.nn.sigmoid(models["model"](inputs["image"]))}
+    return {"probs": jax.nn.sigmoid(models["model"](inputs["image"].astype(jnp.float32) / 255.0))}
 
   def export_spec(self):
-    return {"inputs": {"image": {"shape": [8, 8, 3], "dtype": "float32"}}, "normalisation": "none: [0, 1] floats",
-            "outputs": {"probs": "per-pixel forgery probability [B, 8, 8]"}}
+    shape = inference.InputSpec(kind="image", size=(8, 8), symbolic=True)  # convolutions only
+    return inference.spec({"image": {"shape": ["h", "w", 3], "layout": "HWC"}}, shape,
+                          {"probs": "per-pixel forgery probability [B, H, W]"})
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

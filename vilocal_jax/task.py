@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from clu import metrics as clu_metrics
 from flax import nnx
 
-from common import metrics
+from common import inference, metrics
 from common.data import demo, prepared, transforms
 from common.data.readers import VideoInpaintingReader
 from common.losses import segmentation
@@ -158,10 +158,15 @@ class ViLocalTask(Task):
 
   # ------------------------------------------------------------------ export
   def predict(self, models, inputs):
-    return {"probs": jax.nn.sigmoid(models["model"](inputs["frames"].astype(self.dtype)))}
+    frames = inputs["frames"].astype(jnp.float32) / 255.0
+    return {"probs": jax.nn.sigmoid(models["model"](frames.astype(self.dtype)))}
 
   def export_spec(self):
     d = self.config.data
-    return {"inputs": {"frames": {"shape": [d.clip_length, d.height, d.width, 3], "dtype": "float32"}},
-            "normalisation": "RGB frames scaled to [0, 1] (no mean/std), resized with bilinear interpolation",
-            "outputs": {"probs": f"forgery probability of the middle frame of the clip, [B, {d.height}, {d.width}]"}}
+    # Any H, W that are multiples of 8 (the trained 120 x 216 and the paper's 240 x 432 are). Predict cuts other
+    # sizes into overlapping tiles of the trained size: never resampled (the 3D SRM residual the model reads does
+    # not survive resampling), with the spatial context the model was trained on, in bounded memory.
+    shape = inference.InputSpec(kind="clip", size=(d.height, d.width), clip_length=d.clip_length, native="tiles",
+                                symbolic=True, multiple=8)
+    return inference.spec({"frames": {"shape": [d.clip_length, *inference.spatial(shape), 3], "layout": "THWC"}},
+                          shape, {"probs": "forgery probability of the middle frame of the clip, [B, H, W]"})

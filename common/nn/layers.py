@@ -265,43 +265,54 @@ class Mlp(nnx.Module):
     return self.drop(self.fc2(x))
 
 
-def _interpolate_axis(x: jax.Array, axis: int, src: np.ndarray) -> jax.Array:
-  """Linear interpolation of `x` along `axis` at the float32 source coordinates `src` [out_size] (>= 0)."""
+def _interpolate_axis(x: jax.Array, axis: int, src) -> jax.Array:
+  """Linear interpolation of `x` along `axis` at the float32 source coordinates `src` [out_size] (>= 0): a numpy
+  array (sizes known: the weights are constants) or a traced one (sizes symbolic, as in a shape-polymorphic
+  export)."""
+  xp = np if isinstance(src, np.ndarray) else jnp
   in_size = x.shape[axis]
-  lo = np.minimum(src.astype(np.int32), in_size - 1)
-  hi = np.minimum(lo + 1, in_size - 1)
-  frac = (src - lo.astype(np.float32)).astype(np.float32)
+  lo = xp.minimum(src.astype(xp.int32), in_size - 1)
+  hi = xp.minimum(lo + 1, in_size - 1)
+  frac = (src - lo.astype(xp.float32)).astype(xp.float32)
   shape = [1] * x.ndim
-  shape[axis] = len(src)
+  shape[axis] = src.shape[0]
   w_hi = jnp.asarray(frac.reshape(shape), dtype=x.dtype)
-  w_lo = jnp.asarray((np.float32(1.0) - frac).reshape(shape), dtype=x.dtype)
+  w_lo = jnp.asarray((xp.float32(1.0) - frac).reshape(shape), dtype=x.dtype)
   return w_lo * jnp.take(x, lo, axis=axis) + w_hi * jnp.take(x, hi, axis=axis)
 
 
-def _align_corners_axis(x: jax.Array, axis: int, out_size: int) -> jax.Array:
+def _is_static(*sizes) -> bool:
+  return all(isinstance(s, (int, np.integer)) for s in sizes)
+
+
+def _align_corners_axis(x: jax.Array, axis: int, out_size) -> jax.Array:
   """Linear interpolation along `axis` on PyTorch's `align_corners=True` grid, in float32 as torch."""
   in_size = x.shape[axis]
   if out_size == in_size:
     return x
+  if not _is_static(in_size, out_size):  # symbolic sizes: the same grid, computed in the graph
+    scale = jnp.asarray(in_size - 1, jnp.float32) / jnp.maximum(jnp.asarray(out_size - 1, jnp.float32), 1.0)
+    return _interpolate_axis(x, axis, scale * jnp.arange(out_size, dtype=jnp.float32))
   scale = np.float32((in_size - 1) / (out_size - 1)) if out_size > 1 else np.float32(0.0)
   return _interpolate_axis(x, axis, scale * np.arange(out_size, dtype=np.float32))
 
 
-def _half_pixel_axis(x: jax.Array, axis: int, out_size: int) -> jax.Array:
+def _half_pixel_axis(x: jax.Array, axis: int, out_size) -> jax.Array:
   """Linear interpolation along `axis` on PyTorch's `align_corners=False` grid (float32 index arithmetic)."""
   in_size = x.shape[axis]
   if out_size == in_size:
     return x
-  scale = np.float32(in_size) / np.float32(out_size)
-  src = np.maximum(scale * (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5),
-                   np.float32(0))
+  xp = np if _is_static(in_size, out_size) else jnp  # symbolic sizes: the grid is computed in the graph
+  scale = xp.asarray(in_size, xp.float32) / xp.asarray(out_size, xp.float32)
+  src = xp.maximum(scale * (xp.arange(out_size, dtype=xp.float32) + xp.float32(0.5)) - xp.float32(0.5),
+                   xp.float32(0))
   return _interpolate_axis(x, axis, src)
 
 
 def resize_bilinear_half_pixel(x: jax.Array, size: tuple[int, int]) -> jax.Array:
   """`F.interpolate(x, size, mode='bilinear', align_corners=False)` (no antialiasing) for [..., H, W, C]."""
-  x = _half_pixel_axis(x, x.ndim - 2, int(size[1]))
-  return _half_pixel_axis(x, x.ndim - 3, int(size[0]))
+  x = _half_pixel_axis(x, x.ndim - 2, size[1])
+  return _half_pixel_axis(x, x.ndim - 3, size[0])
 
 
 def resize_bilinear_align_corners(x: jax.Array, size: tuple[int, int]) -> jax.Array:
@@ -312,5 +323,5 @@ def resize_bilinear_align_corners(x: jax.Array, size: tuple[int, int]) -> jax.Ar
   """
   if x.ndim < 3:
     raise ValueError(f"expected [..., H, W, C], got shape {x.shape}")
-  x = _align_corners_axis(x, x.ndim - 2, int(size[1]))
-  return _align_corners_axis(x, x.ndim - 3, int(size[0]))
+  x = _align_corners_axis(x, x.ndim - 2, size[1])
+  return _align_corners_axis(x, x.ndim - 3, size[0])

@@ -6,9 +6,11 @@ EXPORT/
   params/              Orbax params-only checkpoint: {"params": {model: pure dict}, "rest": {...}} (no optimizer
                        state, no RNG keys), for fine-tuning or re-loading into the suite's NNX models;
   variables.npz        the same arrays, flat '/'-joined keys, read by `load` with numpy only;
-  inference.jaxexport  `jax.export` serialisation of `task.predict` over (variables, inputs), batch dimension
-                       symbolic ('b');
-  manifest.json        method (task), step, config, input spec, normalisation, outputs.
+  inference.jaxexport  `jax.export` serialisation of `task.predict` over (variables, inputs): raw uint8 inputs,
+                       normalised inside; the batch dimension is symbolic ('b'), and so are the spatial ones
+                       (multiples of `input.multiple`) where the model is fully convolutional;
+  manifest.json        task, step, config, `inputs` / `input` / `outputs` (the contract of `common.inference`),
+                       and `model_card` (`common.train.model_card`: training data, steps, final evaluation).
 
 `load(EXPORT)` returns `fn(inputs: dict) -> dict` needing only jax and numpy; it reproduces the live model.
 """
@@ -20,6 +22,8 @@ from typing import Callable
 
 import jax
 import numpy as np
+
+from common import inference
 
 _KEY = "RNG key: rebuilt inside the exported function (unused in eval mode)"
 
@@ -36,6 +40,7 @@ def export(workdir: str, out: str, step: int | None = None,
   from flax import nnx
 
   from common.train import checkpoint as ckpt_lib
+  from common.train import model_card
   from common.train.task import TrainState
 
   with ckpt_lib.Run(workdir) as run_dir:
@@ -55,9 +60,7 @@ def export(workdir: str, out: str, step: int | None = None,
     return task.predict(task.models(state), inputs)
 
   spec = task.export_spec()
-  (b,) = jax.export.symbolic_shape("b")
-  input_specs = {name: jax.ShapeDtypeStruct((b, *s["shape"]), np.dtype(s["dtype"]))
-                 for name, s in spec["inputs"].items()}
+  input_specs = _abstract_inputs(spec)
   var_specs = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in flat.items()}
   exported = jax.export.export(jax.jit(infer), platforms=platforms)(var_specs, input_specs)
 
@@ -73,11 +76,21 @@ def export(workdir: str, out: str, step: int | None = None,
     params_ckpt.save(os.path.abspath(os.path.join(out, "params")), pure, force=True)
     params_ckpt.wait_until_finished()
   manifest = {"task": config.task, "step": int(step), "platforms": list(platforms), "config": config.to_dict(),
-              "inputs": spec["inputs"], "normalisation": spec.get("normalisation", ""), "outputs": spec["outputs"],
-              "rng": _KEY}
+              "inputs": spec["inputs"], "input": spec["input"], "outputs": spec["outputs"],
+              "model_card": model_card.model_card(config, workdir, step), "rng": _KEY}
   with open(os.path.join(out, "manifest.json"), "w", encoding="utf-8") as f:
     json.dump(manifest, f, indent=2, default=str)
   return manifest
+
+
+def _abstract_inputs(spec: dict) -> dict[str, jax.ShapeDtypeStruct]:
+  """The exported function's input avals: batch 'b', spatial dims `multiple*h` / `multiple*w` where symbolic."""
+  multiple = spec["input"].get("multiple", 1)
+  names = ["b", *(f"{multiple}*{d}" for d in inference.SYMBOLIC_DIMS)]
+  b, h, w = jax.export.symbolic_shape(", ".join(names))
+  dims = {"h": h, "w": w}
+  return {name: jax.ShapeDtypeStruct((b, *(dims.get(d, d) for d in s["shape"])), np.dtype(s["dtype"]))
+          for name, s in spec["inputs"].items()}
 
 
 def _not_key(path, variable) -> bool:
@@ -103,7 +116,8 @@ def main(argv) -> None:
   from absl import flags
   f = flags.FLAGS
   manifest = export(f.workdir, f.out, f.step if f.step >= 0 else None, tuple(f.platforms.split(",")))
-  print(json.dumps({k: manifest[k] for k in ("task", "step", "inputs", "outputs")}, indent=2))
+  print(json.dumps({k: manifest[k] for k in ("task", "step", "inputs", "input", "outputs")}, indent=2))
+  print(manifest["model_card"]["summary"])
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """A trained model as a plain function for inference: from an export directory or from a run's checkpoint.
 
-Both give a `Served(fn, inputs, outputs, source, normalisation)`: `fn({name: batch array}) -> {name: array}`, and
-the input / output specs and input normalisation text of the task's `export_spec()` (the export's manifest), which
-a method's `predict.py` checks.
+Both give a `Served(fn, inputs, input, outputs, card, source)`: `fn({name: uint8 batch}) -> {name: array}` and the
+contract of `common.inference` (the export's manifest, or the task's `export_spec()` for a run), with the model
+card (`common.train.model_card`).
 """
 from __future__ import annotations
 
@@ -13,14 +13,17 @@ import os
 
 import jax
 
+from common import inference
+
 
 @dataclasses.dataclass(frozen=True)
 class Served:
   fn: Callable[[dict], dict]
-  inputs: dict   # {name: {"shape": [...] without batch, "dtype": ...}}
-  outputs: dict  # {name: description}
-  source: str    # the directory it came from (for error messages)
-  normalisation: str = ""  # how inputs are scaled, in words (export_spec's `normalisation`)
+  inputs: dict                  # {name: {"shape": [...] without batch, "dtype": "uint8", ...}}
+  input: inference.InputSpec    # how raw media become those inputs
+  outputs: dict                 # {name: description}
+  card: dict                    # the model card: training data, steps, evaluation, `summary`
+  source: str                   # the directory it came from (for error messages)
 
 
 def load_export(export_dir: str) -> Served:
@@ -32,20 +35,26 @@ def load_export(export_dir: str) -> Served:
     raise FileNotFoundError(f"{export_dir}: no manifest.json (not an export directory)")
   with open(manifest_path, encoding="utf-8") as f:
     manifest = json.load(f)
-  return Served(export.load(export_dir), manifest["inputs"], manifest["outputs"], export_dir,
-                manifest.get("normalisation", ""))
+  if "input" not in manifest:
+    raise ValueError(f"{export_dir}: an export from before the uint8 input contract (no 'input' block in its "
+                     "manifest); export the run again with `python -m common.train.export`")
+  return Served(export.load(export_dir), manifest["inputs"],
+                inference.InputSpec.from_manifest(manifest["input"], export_dir), manifest["outputs"],
+                manifest.get("model_card", {}), export_dir)
 
 
 def load_workdir(workdir: str, step: int | None = None) -> Served:
   """The task's `predict` on a run's checkpoint (default: the newest readable), on one local device."""
   from common.train import checkpoint as ckpt_lib
+  from common.train import model_card
 
   with ckpt_lib.Run(workdir) as run_dir:
-    task, state, _ = run_dir.load(step)
+    task, state, step = run_dir.load(step)
   apply = jax.jit(lambda state, inputs: task.predict(task.models(state), inputs))
   spec = task.export_spec()
-  return Served(lambda inputs: apply(state, inputs), spec["inputs"], spec["outputs"], workdir,
-                spec.get("normalisation", ""))
+  return Served(lambda inputs: apply(state, inputs), spec["inputs"],
+                inference.InputSpec.from_manifest(spec["input"], workdir), spec["outputs"],
+                model_card.model_card(task.config, workdir, step), workdir)
 
 
 def load(export_dir: str = "", workdir: str = "", step: int | None = None) -> Served:

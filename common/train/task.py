@@ -122,11 +122,12 @@ class Task(abc.ABC):
     return []
 
   def predict(self, models: dict[str, nnx.Module], inputs: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    """Inference outputs from model inputs (eval mode); used by export and predict scripts."""
+    """Inference outputs from raw uint8 inputs, normalised here (eval mode); used by export and predict."""
     raise NotImplementedError(f"{type(self).__name__} is not exportable: implement predict()")
 
   def export_spec(self) -> dict:
-    """Manifest fields: inputs {name: {shape (batch excluded), dtype}}, normalisation, outputs {name: meaning}."""
+    """The inference contract (`common.inference.spec`): inputs {name: {shape (batch excluded), dtype uint8, ...}},
+    input (an `InputSpec`'s fields: kind, trained size, symbolic or why not, ...), outputs {name: meaning}."""
     raise NotImplementedError(f"{type(self).__name__} is not exportable: implement export_spec()")
 
   def image_summaries(self, state: TrainState, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
