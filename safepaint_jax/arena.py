@@ -2,7 +2,7 @@
 inpainting of the same holes.
 
   python -m safepaint_jax.arena --inpainter=SAFEPAINT_RUN_OR_EXPORT --detector=ncl=/tmp/runs/ncl_demo \
-      [--detector=vilocal=EXPORT_DIR@unit ...] [--images=FOLDER --masks=FOLDER] [--limit=N] --out=DIR
+      [--detector=vilocal=EXPORT_DIR ...] [--images=FOLDER --masks=FOLDER] [--limit=N] --out=DIR
 
 Inpainters, on the same test images and holes (default: the embedded demo corpus's inpainting test split,
 mask i with image i), at the SafePaint model's size:
@@ -11,11 +11,10 @@ mask i with image i), at the SafePaint model's size:
 (Images are quantised to uint8 as saved files would be: SafePaint truncates as the official code.)
 
 Detectors are exported models (`common.train.export`) or run directories (latest checkpoint), loaded through
-`common.train.serving`; each takes an image [S, S, 3] or a clip [T, H, W, 3] (the image is repeated over T, a
-static clip) and returns `probs`, a per-pixel forgery probability map. The inpainted image is resized to the
-detector's input (Pillow bilinear) and normalised as the detector's manifest says: `imagenet` (RGB / 255, ImageNet
-mean / std), `unit` ([0, 1]) or `255` (0-255 values); recognised from the manifest's `normalisation` text, or
-forced with `name=path@mode`. The hole mask, resized to the map's size (nearest), is the ground truth.
+`common.train.serving`: image models, or clip models (the image repeated over the clip, a static clip), that
+return `probs`, a per-pixel forgery probability map. Each gets the uint8 image as its predict does
+(`common.predict.adapters`: the manifest's `input` fields say whether it is resized to the trained size or read in
+tiles at its own resolution); the map comes back at the image's size, where the hole mask is the ground truth.
 
 Per detector and inpainter: pixel F1 at 0.5 and pixel AUC per image (common.metrics, IMDL-BenCo conventions),
 averaged over the images; lower means stronger anti-forensics. Quality columns: PSNR and SSIM of each inpainter
@@ -28,63 +27,32 @@ import os
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from common import image_quality
 from common import metrics
+from common.predict import adapters
 from common.train import serving
 from safepaint_jax import data
 from safepaint_jax import predict as predict_lib
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-NORMALISATIONS = ("imagenet", "unit", "255")
 INPAINTERS = ("safepaint", "stage1", "telea")
 
 
-def detect_normalisation(text: str) -> str:
-  """'imagenet' | 'unit' | '255' from a manifest's normalisation text; raises if it says none of them."""
-  if "0-255" in text:
-    return "255"
-  if "imagenet" in text.lower():
-    return "imagenet"
-  if "[0, 1]" in text:
-    return "unit"
-  raise ValueError(f"cannot tell the input normalisation from {text!r}: append @imagenet, @unit or @255 to the "
-                   "--detector flag")
-
-
 class Detector:
-  """A served detector with its input layout and normalisation: `probs(uint8 [B, S, S, 3]) -> [B, h, w]`."""
+  """A served image or clip detector: `probs(uint8 [B, S, S, 3]) -> [B, S, S]` at the images' size."""
 
-  def __init__(self, name: str, spec: str):
-    path, _, mode = spec.partition("@")
+  def __init__(self, name: str, path: str):
     self.name, self.path = name, path
     self.served = serving.load_path(path)
-    self.mode = mode or detect_normalisation(self.served.normalisation)
-    if self.mode not in NORMALISATIONS:
-      raise ValueError(f"detector {name}: unknown normalisation {self.mode!r}; expected one of {NORMALISATIONS}")
-    if "probs" not in self.served.outputs:
-      raise ValueError(f"detector {name} ({path}): no per-pixel 'probs' output (outputs {list(self.served.outputs)})")
-    (self.key, spec_), = [(k, v) for k, v in self.served.inputs.items() if k in ("image", "frames")] or [(None, None)]
-    if self.key is None:
-      raise ValueError(f"detector {name} ({path}): expected an 'image' or 'frames' input, got {list(self.served.inputs)}")
-    self.shape = tuple(spec_["shape"])
-
-  def normalise(self, images: np.ndarray) -> np.ndarray:
-    x = images.astype(np.float32)
-    if self.mode == "255":
-      return x
-    x = x / 255.0
-    return (x - IMAGENET_MEAN) / IMAGENET_STD if self.mode == "imagenet" else x
+    if self.served.input.kind not in ("image", "clip") or "probs" not in self.served.outputs:
+      raise ValueError(f"detector {name} ({path}): expected an image or clip model with a per-pixel 'probs' "
+                       f"output, got input kind {self.served.input.kind!r}, outputs {list(self.served.outputs)}")
 
   def probs(self, images: np.ndarray) -> np.ndarray:
-    h, w = self.shape[-3:-1]
-    resized = np.stack([np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR)) for im in images])
-    x = self.normalise(resized)
-    if self.key == "frames":
-      x = np.repeat(x[:, None], self.shape[0], axis=1)
-    return np.asarray(self.served.fn({self.key: x})["probs"], np.float32)
+    t = self.served.input.clip_length
+    units = [np.repeat(im[None], t, axis=0) for im in images] if t else list(images)
+    maps = adapters.spatial_maps(self.served, units, lambda unit: unit[t // 2] if t else unit)
+    return np.stack([m.probs for m in maps])
 
 
 def telea(images: np.ndarray, masks: np.ndarray, radius: int = 3) -> np.ndarray:
@@ -118,9 +86,7 @@ def judge(detector: Detector, images: np.ndarray, masks: np.ndarray, batch: int 
   """Mean per-image pixel F1 (0.5) and AUC of `detector` on uint8 images with {0, 1} hole masks."""
   f1s, aucs = [], []
   for i in range(0, len(images), batch):
-    probs = detector.probs(images[i:i + batch])
-    h, w = probs.shape[1:3]
-    gt = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in masks[i:i + batch]])
+    probs, gt = detector.probs(images[i:i + batch]), masks[i:i + batch]
     f1s.append(np.asarray(metrics.pixel_f1(probs, gt)))
     auc = metrics.pixel_auc(probs, gt)
     aucs.append(np.where(np.asarray(auc.defined), np.asarray(auc.auc), np.nan))
@@ -138,7 +104,9 @@ def run_arena(inpainter_path: str, detectors: dict[str, str], out_dir: str, *, i
   if not detectors:
     raise ValueError("give at least one --detector=name=path")
   inpainter = serving.load_path(inpainter_path)
-  size = predict_lib.input_size(inpainter)
+  if inpainter.input.kind != "inpaint":
+    raise ValueError(f"--inpainter={inpainter_path}: not a SafePaint model (input kind {inpainter.input.kind!r})")
+  size = inpainter.input.size[0]
   originals, holes = load_test_set(images, masks, size, limit, mask_threshold)
   outputs = inpaint_all(inpainter, originals, holes)
   scores = {name: quality(originals, outputs[name]) for name in INPAINTERS}
@@ -193,7 +161,7 @@ def parse_detectors(values: list[str]) -> dict[str, str]:
   for value in values:
     name, sep, spec = value.partition("=")
     if not sep or not name or not spec:
-      raise ValueError(f"--detector={value!r}: expected name=path[@imagenet|unit|255]")
+      raise ValueError(f"--detector={value!r}: expected name=path")
     out[name] = spec
   return out
 
@@ -214,7 +182,7 @@ if __name__ == "__main__":
   from absl import flags
 
   flags.DEFINE_string("inpainter", None, "SafePaint export or run directory.", required=True)
-  flags.DEFINE_multi_string("detector", [], "name=path[@imagenet|unit|255]: an export or run directory.")
+  flags.DEFINE_multi_string("detector", [], "name=path: an export or run directory.")
   flags.DEFINE_string("images", "", "Test image folder (default: the demo corpus's inpainting test split).")
   flags.DEFINE_string("masks", "", "Test mask folder (white = hole), mask i with image i.")
   flags.DEFINE_integer("limit", 0, "Use the first N test images (0: all).")

@@ -8,11 +8,10 @@ import pytest
 from PIL import Image
 
 from common.data import demo
-from common.data.faces import crops as face_crops
 from common.data.faces import detection as face_detection
 from common.data.readers import DataError, FaceForensicsReader, ImageManipulationReader, VideoInpaintingReader, media
+from common.predict import media as predict_media
 from safepaint_jax import data as safepaint_data
-from vilocal_jax import predict as vilocal_predict
 
 # A 6x8 object (rows 1-3, columns 2-5) in a 6x8 frame.
 OBJECT = np.zeros((6, 8), np.uint8)
@@ -172,10 +171,9 @@ def test_exif_orientation_is_applied_everywhere(rotated_photo, tmp_path):
   record = ImageManipulationReader(root, verify="header")[0]  # formerly: "mask is 20x12 but its frame ... 12x20"
   np.testing.assert_array_equal(record["image"], displayed)
   np.testing.assert_array_equal(record["mask"], drawn)
-  # The predict tools read the same pixels (the face tools formerly with cv2.imread, the others without EXIF).
-  np.testing.assert_array_equal(face_crops.read_frames(path)[0], displayed)
-  frames, _ = vilocal_predict.open_frames(os.path.join(root, "Tp"))
-  np.testing.assert_array_equal(next(frames), displayed)
+  # The predictor reads the same pixels, from an image and from a frame folder.
+  np.testing.assert_array_equal(next(predict_media.open_media(path).frames), displayed)
+  np.testing.assert_array_equal(next(predict_media.open_media(os.path.join(root, "Tp")).frames), displayed)
   assert cv2.imread(path, cv2.IMREAD_COLOR).shape[:2] == (20, 12)  # as OpenCV shows it too
   # A mask stored with the same orientation as its photo is turned the same way, by every mask reader.
   oriented, upright = str(tmp_path / "oriented_mask.png"), str(tmp_path / "upright_mask.png")

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from common.data import demo
+from common.predict import run as predict_run
 from common.train import loop, robustness, serving, sweep
 from configs import ncl as ncl_configs
-from ncl_jax import predict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow  # a smoke training and evaluations: compiles dominate (about 1-2 min on 2 cores)
@@ -74,19 +74,32 @@ def test_robustness_table_has_ncl_columns_and_the_engine_perturbs_its_images(tra
 
 
 def test_predict_writes_masks_and_overlays_at_the_input_size(trained, tmp_path):
+  """Resized to the trained size (the notebook's protocol) or, the network being fully convolutional, at each
+  image's own size (`--resolution=whole`: reflect-padded up to a multiple of the output stride); masks come back at
+  the input's size."""
   workdir, root = trained
   served = serving.load_workdir(workdir)
-  assert predict.input_size(served) == 64
+  assert served.input.size == (64, 64) and served.input.symbolic and served.input.multiple == 16
+  assert served.inputs["image"]["shape"] == ["h", "w", 3]
   images = tmp_path / "images"
   images.mkdir()
-  source = np.asarray(Image.open(os.path.join(root, "test", "Tp", sorted(os.listdir(os.path.join(root, "test", "Tp")))[0])))
+  tp = os.path.join(root, "test", "Tp")
+  source = np.asarray(Image.open(os.path.join(tp, sorted(os.listdir(tp))[0])))
   Image.fromarray(source[:100, :90]).save(images / "a.png")
   Image.fromarray(source).save(images / "b.jpg")
-  masks = predict.predict_images(served, str(images), str(tmp_path / "out"))
-  assert [os.path.basename(m) for m in masks] == ["a_mask.png", "b_mask.png"]
-  mask = np.asarray(Image.open(masks[0]))
+  rows = predict_run.predict_all(served, str(images), str(tmp_path / "out"))
+  assert [os.path.basename(r["input"]) for r in rows] == ["a.png", "b.jpg"] and not any(r["error"] for r in rows)
+  mask = np.asarray(Image.open(tmp_path / "out" / "a" / "masks" / "00000.png"))
   assert mask.shape == (100, 90) and set(np.unique(mask)) <= {0, 255}
-  assert np.asarray(Image.open(tmp_path / "out" / "b_overlay.png")).shape == source.shape
-  with pytest.raises(FileNotFoundError):
-    predict.predict_images(served, str(tmp_path / "missing"), str(tmp_path / "out"))
+  assert np.asarray(Image.open(tmp_path / "out" / "b" / "overlays" / "00000.png")).shape == source.shape
+  seen = []
 
+  def recording(inputs):
+    seen.append(inputs["image"].shape)
+    return served.fn(inputs)
+
+  spy = serving.Served(recording, served.inputs, served.input, served.outputs, served.card, served.source)
+  native = predict_run.predict_all(spy, str(images / "a.png"), str(tmp_path / "native"), resolution="whole")
+  assert seen == [(1, 112, 96, 3)] and native[0]["frames"] == 1  # 100 x 90 padded to multiples of 16
+  with pytest.raises(FileNotFoundError):
+    predict_run.predict_all(served, str(tmp_path / "missing"), str(tmp_path / "out"))

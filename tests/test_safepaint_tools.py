@@ -2,6 +2,7 @@
 served detector (the engine's toy segmentation task trained for two steps) and writes its table and plot."""
 import csv
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -33,14 +34,24 @@ def setup(tmp_path_factory):
 @pytest.mark.slow  # the shared setup trains a toy detector and writes a SafePaint run: ~45 s, then ~10 s
 def test_predict_writes_composites_that_keep_the_known_pixels(setup, tmp_path):
   served = serving.load_workdir(setup["inpainter"])
-  written = predict.predict_files(served, setup["images"], setup["masks"], str(tmp_path))
-  assert len(written) == 4 and all(os.path.isfile(p) for p in written)
+  assert served.input.kind == "inpaint" and served.input.square_crop and served.inputs["mask"]["dtype"] == "uint8"
+  (tmp_path / "masks").mkdir()
+  bad = tmp_path / "images"
+  bad.mkdir()
+  for name in sorted(os.listdir(setup["images"])):
+    shutil.copy(os.path.join(setup["images"], name), bad / name)
+  (bad / "zz_broken.png").write_bytes(b"not a png")
+  rows = predict.predict_files(served, str(bad), setup["masks"], str(tmp_path / "out"))
+  assert len(rows) == 5 and [bool(r["error"]) for r in rows] == [False] * 4 + [True]  # the broken one is a row
+  written = sorted(str(tmp_path / "out" / n) for n in os.listdir(tmp_path / "out") if n.endswith("_inpainted.png"))
+  assert len(written) == 4
   out = np.asarray(Image.open(written[0]))
   mask = predict.data.read_hole_mask(os.path.join(setup["masks"], "000.png"), 64)
   image = predict.data.square_resize(np.asarray(Image.open(os.path.join(setup["images"], "000.png"))), 64)
-  assert out.shape == (64, 64, 3)
+  assert out.shape == (64, 64, 3) and rows[0]["hole_share"] == pytest.approx(mask.mean())
   np.testing.assert_allclose(out[mask == 0], image[mask == 0], atol=1)  # truncation: at most one level lower
   assert os.path.isfile(written[0].replace("_inpainted", "_stage1"))
+  assert (tmp_path / "out" / "inpainted.csv").is_file()
 
 
 @pytest.mark.slow  # ~30 s after the shared setup (three inpainters through a served detector)
@@ -60,12 +71,7 @@ def test_arena_writes_table_and_plot_for_every_inpainter(setup, tmp_path):
   assert (tmp_path / "arena.png").stat().st_size > 1000
 
 
-def test_detector_normalisation_is_read_from_manifests_or_forced():
-  assert arena.detect_normalisation("RGB /255, ImageNet mean (0.485, 0.456, 0.406) and std") == "imagenet"
-  assert arena.detect_normalisation("RGB frames scaled to [0, 1] (no mean/std)") == "unit"
-  assert arena.detect_normalisation("values 0-255 (the model subtracts the ImageNet mean)") == "255"
-  with pytest.raises(ValueError, match="@imagenet"):
-    arena.detect_normalisation("whatever")
-  assert arena.parse_detectors(["a=/x@unit", "b=/y"]) == {"a": "/x@unit", "b": "/y"}
+def test_detectors_are_named_paths():
+  assert arena.parse_detectors(["a=/x", "b=/y"]) == {"a": "/x", "b": "/y"}
   with pytest.raises(ValueError, match="name=path"):
     arena.parse_detectors(["/just/a/path"])

