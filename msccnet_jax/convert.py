@@ -1,7 +1,8 @@
-"""Official MSCCNet PyTorch state_dicts -> our NNX `MSCCNet`, and -> a step-0 run directory for the engine.
+"""Official MSCCNet PyTorch state_dicts -> our NNX `MSCCNet`, and -> a step-0 run directory for the engine; and back.
 
   python -m msccnet_jax.convert --pth=epoch_best.pth --out=WORKDIR [--config=configs/msccnet.py:paper]
   python -m msccnet_jax.convert --backbone_pth=resnet50_v1c-2cccc1ad.pth --out=WORKDIR   (ImageNet init)
+  python -m msccnet_jax.convert --to_torch --workdir=RUN [--step=N] --out=FILE.pth|FILE.npz
 
 The official checkpoints (`main/train_segmentor.py`) store `segmentor.module.state_dict()` under `'model'` (383
 entries for the released config: `backbone_net.*`, `classifer.fc.*`, `bottleneck{1,2,3}.*`,
@@ -19,12 +20,19 @@ The ImageNet backbone (`--backbone_pth`, openmmlab's ResNetV1c keys `stem.*`, `l
 `fc.*`) fills `backbone_net` only and keeps the head's fresh initialisation, as the official `strict=False`
 load does. `common.train.weights.to_workdir` writes either as step 0 of a run (the official weights: evaluate or
 export it; the ImageNet backbone: what `config.init_from.workdir` starts a paper run from).
+
+`--to_torch` writes the model of a run (default: its newest checkpoint) as the official segmentor's state_dict
+(`to_torch_state_dict`: the inverse of the loading above through the same `RENAME`, the DCT buffer regenerated
+at the official 64x64 unless the model fixes another size, `num_batches_tracked` 0): a `.pth` (needs the `torch`
+extra; the official scripts read it as `checkpoint['model']` of a dict, `load_state_dict` as is) or an `.npz` of
+the same keys, read back without torch.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 import re
 
+from absl import flags
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -34,6 +42,7 @@ from common.train import weights
 from msccnet_jax import model as model_lib
 
 FREQUENCY_KEY = r"(^|\.)frequency\.weight$"
+OFFICIAL_SPECTRAL_SIZE = (64, 64)  # the official buffer's (spectral_height, spectral_width)
 BUFFER_TOLERANCE = 1e-6
 
 
@@ -122,11 +131,36 @@ def load_backbone(module: model_lib.MSCCNet, state_dict: Mapping[str, np.ndarray
   return report
 
 
+def dct_buffer(mscc: model_lib.MSCC) -> np.ndarray:
+  """The official fixed DCT buffer [C, H, W] (float32) of `mscc`: at its fixed `spectral_size`, else at the
+  official 64x64."""
+  h, w = mscc.frequency.size or OFFICIAL_SPECTRAL_SIZE
+  channels = mscc.bottleneck.conv.kernel.shape[-2] // 2  # the bottleneck reads concat(X, context): 2 C
+  return spectral.dct_basis(h, w, channels, mscc.frequency.dct_k).transpose(2, 0, 1)
+
+
+def to_torch_state_dict(module: nnx.Module) -> dict[str, np.ndarray]:
+  """`{key: array}` as the official segmentor's `state_dict()` names them (an `MSCCNet`, or an `MSCC` as `load_into`
+  takes it), in PyTorch layouts, with the DCT buffer and `num_batches_tracked` (0): the inverse of `load_into`."""
+  buffers = {f"{prefix}frequency.weight": dct_buffer(mscc)
+             for prefix, mscc in torch_port.submodules(module, model_lib.MSCC).items()}
+  return torch_port.to_torch_state_dict(module, rename=RENAME, buffers=buffers)
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  flags.DEFINE_string("pth", "", "Official MSCCNet checkpoint (e.g. epoch_best.pth).", flag_values=flag_values)
+  flags.DEFINE_string("backbone_pth", "", "ImageNet ResNetV1c checkpoint (resnet50_v1c-2cccc1ad.pth).",
+                      flag_values=flag_values)
+  torch_port.define_converter_flags(flag_values, "configs/msccnet.py:paper")
+
+
 def main(argv) -> None:
-  from absl import flags
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
+  if torch_port.to_torch_requested(f, forward=("pth", "backbone_pth")):
+    torch_port.write_run_models(f.workdir, f.step, {"model": (f.out, to_torch_state_dict)})
+    return
   if bool(f.pth) == bool(f.backbone_pth):
     raise ValueError("give exactly one of --pth (a full MSCCNet) and --backbone_pth (ImageNet ResNetV1c)")
   config = f.config
@@ -140,13 +174,6 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  from absl import flags
-  from ml_collections import config_flags
-
-  flags.DEFINE_string("pth", "", "Official MSCCNet checkpoint (e.g. epoch_best.pth).")
-  flags.DEFINE_string("backbone_pth", "", "ImageNet ResNetV1c checkpoint (resnet50_v1c-2cccc1ad.pth).")
-  flags.DEFINE_string("out", None, "Run directory to write (checkpoints/0).", required=True)
-  config_flags.DEFINE_config_file("config", "configs/msccnet.py:paper", "Config of the run the weights start.",
-                                  lock_config=True)
+  define_flags()
   from common.train import tool
   tool.run_tool(main)

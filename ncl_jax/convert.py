@@ -1,6 +1,7 @@
-"""jfzhang95 DeepLabV3+ (ResNet, OS16) PyTorch weights -> our `NCLNet`.
+"""jfzhang95 DeepLabV3+ (ResNet, OS16) PyTorch weights -> our `NCLNet`; and back.
 
   python -m ncl_jax.convert --pth=deeplab.pth --out=WORKDIR [--config=configs/ncl.py:paper]
+  python -m ncl_jax.convert --to_torch --workdir=RUN [--step=N] --out=FILE.pth|FILE.npz
 
 NCL's released checkpoint is a pickled whole module of a modified DeepLabV3+ whose code is not public
 (spec §2.2); what can be mapped exactly is the code base it modifies: `modeling/deeplab.py: DeepLab(backbone=
@@ -12,12 +13,18 @@ Files wrapped as `{"state_dict": ...}` / `{"model": ...}` and keys under DataPar
 
 The CLI writes WORKDIR/checkpoints/0 with `common.train.weights.to_workdir` (fine-tuning via
 `config.init_from.workdir`, evaluation, export).
+
+`--to_torch` writes the DeepLab part of a run's model (default: its newest checkpoint) as that `DeepLab`'s
+state_dict (`to_torch_state_dict`: the inverse of the loading through the same `RENAME`, `num_batches_tracked` 0),
+which `DeepLab(...).load_state_dict` takes strictly; the pivot branches, which it has no place for, are left out.
+A `.pth` needs the `torch` extra; an `.npz` has the same keys and is read back without torch.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 import re
 
+from absl import flags
 import jax
 import ml_collections
 import numpy as np
@@ -60,23 +67,30 @@ def from_torch_state_dict(state_dict: Mapping[str, np.ndarray], config: ml_colle
   return module, report
 
 
+def to_torch_state_dict(module: model_lib.NCLNet) -> dict[str, np.ndarray]:
+  """`{key: array}` of jfzhang95's `DeepLab(backbone='resnet')` `state_dict()`, in PyTorch layouts
+  (`num_batches_tracked` 0), from everything but our pivot branches: the inverse of `from_torch_state_dict`."""
+  return torch_port.to_torch_state_dict(module, rename=RENAME, exclude=OURS_ONLY)
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  flags.DEFINE_string("pth", "", "jfzhang95 DeepLab (ResNet) state_dict .pth.", flag_values=flag_values)
+  torch_port.define_converter_flags(flag_values, "configs/ncl.py:paper")
+
+
 def main(argv) -> None:
-  from absl import flags
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
+  if torch_port.to_torch_requested(f, forward=("pth",)):
+    torch_port.write_run_models(f.workdir, f.step, {"model": (f.out, to_torch_state_dict)})
+    return
   module, report = from_torch_state_dict(torch_port.load_pth(f.pth), f.config)
   print(f"{f.pth}: {report}")
   print(f"wrote step 0 to {weights.to_workdir(module, f.config, f.out)}")
 
 
 if __name__ == "__main__":
-  from absl import flags
-  from ml_collections import config_flags
-
-  flags.DEFINE_string("pth", None, "jfzhang95 DeepLab (ResNet) state_dict .pth.", required=True)
-  flags.DEFINE_string("out", None, "Run directory to write (checkpoints/0).", required=True)
-  config_flags.DEFINE_config_file("config", "configs/ncl.py:paper", "Config of the run the weights start.",
-                                  lock_config=True)
+  define_flags()
   from common.train import tool
   tool.run_tool(main)

@@ -1,6 +1,7 @@
-"""Official SafePaint PyTorch weights (hnucdy/SafePaint) -> our `InpaintGenerator` / `Discriminator`.
+"""Official SafePaint PyTorch weights (hnucdy/SafePaint) -> our `InpaintGenerator` / `Discriminator`; and back.
 
   python -m safepaint_jax.convert --generator=InpaintingModel_G.pth --out=WORKDIR [--config=configs/safepaint.py:paper]
+  python -m safepaint_jax.convert --to_torch --workdir=RUN [--step=N] --out=G.pth|G.npz [--out_discriminator=D.pth]
 
 The official checkpoints are `{iteration, generator: state_dict}` and `{discriminator: state_dict}`. Every one of
 the generator's 192 `state_dict` entries and the discriminator's 18 (tests/testdata/golden/safepaint_*_keys.json)
@@ -22,12 +23,21 @@ discriminator, when given, is converted and checked; `to_workdir` stores one mod
 writes the ImageNet VGG of the perceptual / style losses (a torchvision `vgg19` / `vgg16` state_dict, per
 `config.loss.vgg`; `.npz` files with the same keys need no torch) as step 0 of a run, which training then reads
 with --config.init_from.workdir=VGG_RUN (the paper config's `init_from.include` takes only `vgg/`).
+
+`--to_torch` writes a run's generator (default: its newest checkpoint) to --out, and its discriminator to
+--out_discriminator if given, as the official modules' plain state_dicts (`to_torch_state_dict`,
+`discriminator_to_torch_state_dict`: the inverse of the loading through the same renames, with the Gaussian
+buffers (the values PyTorch computes), the `features.0.*` aliases and `num_batches_tracked` (0) put back).
+`load_state_dict` takes them strictly; the official `load()` reads the generator file's `['generator']` entry, so
+wrap it (`torch.save({'generator': torch.load(G)}, ...)`) to use it there. A `.pth` needs the `torch` extra; an
+`.npz` has the same keys and is read back without torch.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 import re
 
+from absl import flags
 import numpy as np
 from flax import nnx
 
@@ -44,14 +54,15 @@ GENERATOR_RENAME = (
     (r"^coarse_generator\.decoder\.0\.", "coarse_generator.deconv1."),
     (r"^coarse_generator\.decoder\.3\.", "coarse_generator.deconv2."),
     (r"^coarse_generator\.decoder\.7\.", "coarse_generator.deconv3."),
-    (r"(^|\.)conv_block\.1\.", r"\1conv1."),
-    (r"(^|\.)conv_block\.5\.", r"\1conv2."),
+    (r"(^|\.middle\.\d+\.)conv_block\.1\.", r"\1conv1."),  # a ResnetBlock (alone: its keys from the start)
+    (r"(^|\.middle\.\d+\.)conv_block\.5\.", r"\1conv2."),
     (r"_attention\.fc\.0\.", "_attention.fc1."),
     (r"_attention\.fc\.2\.", "_attention.fc2."),
 )
 DISCRIMINATOR_RENAME = ((r"^module\.", ""), (r"^conv(\d)\.0\.", r"conv\1."))
 GAUSSIAN = r"(^|\.)gaussianMask\.weight$"
-ALIAS = r"^(module\.)?features\.0\."
+ALIASED, ALIAS_PREFIX = "conv1.0.", "features.0."  # the official `self.conv1 = self.features`
+ALIAS = r"^(module\.)?" + re.escape(ALIAS_PREFIX)
 
 
 def build_generator(config=None, rngs: nnx.Rngs | None = None, dtype=None) -> model_lib.InpaintGenerator:
@@ -78,7 +89,7 @@ def check_aliases(state_dict: Mapping[str, np.ndarray]) -> list[str]:
   """The discriminator's `features.0.*` entries; raises unless each equals its `conv1.0.*` original."""
   keys = [k for k in state_dict if re.search(ALIAS, k)]
   for k in keys:
-    original = re.sub(r"features\.0\.", "conv1.0.", k)
+    original = k.replace(ALIAS_PREFIX, ALIASED, 1)
     if original not in state_dict or not np.array_equal(np.asarray(state_dict[k]), np.asarray(state_dict[original])):
       raise ValueError(f"{k}: expected an alias of {original} (the official `self.conv1 = self.features`)")
   return keys
@@ -107,6 +118,22 @@ def discriminator_from_torch_state_dict(state_dict: Mapping[str, np.ndarray], co
                                     ignore=torch_port.DEFAULT_IGNORE + (ALIAS,))
 
 
+def to_torch_state_dict(generator: model_lib.InpaintGenerator) -> dict[str, np.ndarray]:
+  """`{key: array}` as the official `InpaintGenerator().state_dict()` names them, in PyTorch layouts, with the RWSA
+  Gaussian buffers and `num_batches_tracked` (0): the inverse of `from_torch_state_dict`."""
+  buffers = {f"{prefix}gaussianMask.weight": model_lib.gaussian_kernel()[None, None]
+             for prefix in torch_port.submodules(generator, model_lib.RWSA)}
+  return torch_port.to_torch_state_dict(generator, rename=GENERATOR_RENAME, buffers=buffers)
+
+
+def discriminator_to_torch_state_dict(discriminator: model_lib.Discriminator) -> dict[str, np.ndarray]:
+  """`{key: array}` as the official `Discriminator().state_dict()` names them (the `features.0.*` aliases
+  included): the inverse of `discriminator_from_torch_state_dict`."""
+  state_dict = torch_port.to_torch_state_dict(discriminator, rename=DISCRIMINATOR_RENAME)
+  aliases = {ALIAS_PREFIX + k.removeprefix(ALIASED): v for k, v in state_dict.items() if k.startswith(ALIASED)}
+  return {**state_dict, **aliases}
+
+
 def _load_raw(path: str) -> dict:
   """A .pth as loaded (not unwrapped: the official files nest under 'generator' / 'discriminator')."""
   try:
@@ -118,11 +145,28 @@ def _load_raw(path: str) -> dict:
   return {k: v.detach().cpu().numpy() for k, v in torch_port.unwrap_checkpoint(inner).items()}
 
 
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  flags.DEFINE_string("generator", "", "Official InpaintingModel_G.pth.", flag_values=flag_values)
+  flags.DEFINE_string("vgg", "", "torchvision vgg19 / vgg16 state_dict (.pth, or .npz with the same keys).",
+                      flag_values=flag_values)
+  flags.DEFINE_string("discriminator", "", "Official InpaintingModel_D.pth (optional).", flag_values=flag_values)
+  flags.DEFINE_string("out_discriminator", "", "With --to_torch: the discriminator's file (optional).",
+                      flag_values=flag_values)
+  torch_port.define_converter_flags(flag_values, "configs/safepaint.py:paper", out="the generator's file")
+
+
 def main(argv) -> None:
-  from absl import flags
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
+  if torch_port.to_torch_requested(f, forward=("generator", "vgg", "discriminator")):
+    outputs = {"generator": (f.out, to_torch_state_dict)}
+    if f.out_discriminator:
+      outputs["discriminator"] = (f.out_discriminator, discriminator_to_torch_state_dict)
+    torch_port.write_run_models(f.workdir, f.step, outputs)
+    return
+  if f.out_discriminator:
+    raise ValueError("--out_discriminator goes with --to_torch")
   if bool(f.vgg) == bool(f.generator):
     raise ValueError("give exactly one of --generator and --vgg")
   if f.vgg:
@@ -138,14 +182,6 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  from absl import flags
-  from ml_collections import config_flags
-
-  flags.DEFINE_string("generator", "", "Official InpaintingModel_G.pth.")
-  flags.DEFINE_string("vgg", "", "torchvision vgg19 / vgg16 state_dict (.pth, or .npz with the same keys).")
-  flags.DEFINE_string("discriminator", "", "Official InpaintingModel_D.pth (optional).")
-  flags.DEFINE_string("out", None, "Run directory to write (checkpoints/0).", required=True)
-  config_flags.DEFINE_config_file("config", "configs/safepaint.py:paper", "Config of the run the weights start.",
-                                  lock_config=True)
+  define_flags()
   from common.train import tool
   tool.run_tool(main)

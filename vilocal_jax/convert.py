@@ -1,6 +1,7 @@
-"""Official ViLocal PyTorch checkpoints -> our NNX `ViLocal`, and -> a step-0 run directory for the engine.
+"""Official ViLocal PyTorch checkpoints -> our NNX `ViLocal`, and -> a step-0 run directory for the engine; and back.
 
   python -m vilocal_jax.convert --pth=train_VI_OP.pth --out=WORKDIR [--config=configs/vilocal.py:paper]
+  python -m vilocal_jax.convert --to_torch --workdir=RUN [--step=N] --out=FILE.pth|FILE.npz
 
 The released `train_VI_OP.pth` is a plain `state_dict` of `train_stage2/model.py: ViLocal()` (709 entries:
 `encoder.Res_*` and `decoder.classifier.{0,1,3}.*`). Files wrapped as `{"state_dict": ...}` / `{"model": ...}`
@@ -12,11 +13,16 @@ must be filled and every key used, and a shape mismatch raises, naming the key.
 The written WORKDIR holds `checkpoints/0` of the final stage's run (`common.train.weights.to_workdir`), which the
 engine reads as `config.init_from.workdir`, `loop.evaluate_checkpoint` evaluates and `common.train.export` exports
 for `vilocal_jax.predict`.
+
+`--to_torch` writes the model of a run (default: its newest checkpoint) under the official keys and layouts
+(`to_torch_state_dict`, the inverse of `from_torch_state_dict` through the same `RENAME`): `ViLocal().load_state_dict`
+takes the `.pth` (needs the `torch` extra) strictly; an `.npz` has the same keys and is read back without torch.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from absl import flags
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -77,11 +83,24 @@ def from_torch_state_dict(state_dict: Mapping[str, np.ndarray],
   return torch_port.init_from_torch(lambda: build_model(encoder), state_dict, rename=RENAME)
 
 
+def to_torch_state_dict(module: model_lib.ViLocal) -> dict[str, np.ndarray]:
+  """`{key: array}` as the official `ViLocal().state_dict()` names them, in PyTorch layouts (`num_batches_tracked`
+  0): the inverse of `from_torch_state_dict`."""
+  return torch_port.to_torch_state_dict(module, rename=RENAME)
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  flags.DEFINE_string("pth", "", "Official ViLocal checkpoint (e.g. train_VI_OP.pth).", flag_values=flag_values)
+  torch_port.define_converter_flags(flag_values, "configs/vilocal.py:paper")
+
+
 def main(argv) -> None:
-  from absl import flags
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
+  if torch_port.to_torch_requested(f, forward=("pth",)):
+    torch_port.write_run_models(f.workdir, f.step, {"model": (f.out, to_torch_state_dict)})
+    return
   config = f.config
   module, report = from_torch_state_dict(torch_port.load_pth(f.pth), config)
   print(f"{f.pth}: {report}")
@@ -90,12 +109,6 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  from absl import flags
-  from ml_collections import config_flags
-
-  flags.DEFINE_string("pth", None, "Official ViLocal checkpoint (e.g. train_VI_OP.pth).", required=True)
-  flags.DEFINE_string("out", None, "Run directory to write (checkpoints/0).", required=True)
-  config_flags.DEFINE_config_file("config", "configs/vilocal.py:paper", "Config of the run the weights start.",
-                                  lock_config=True)
+  define_flags()
   from common.train import tool
   tool.run_tool(main)
