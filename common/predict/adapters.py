@@ -117,7 +117,7 @@ def _input_name(served: Served) -> str:
 
 # ------------------------------------------------------------------------------------------------ adapters
 def spatial_maps(served: Served, units: Iterable, frame_of, resolution: str = "auto", batch_size: int = 8
-                  ) -> Iterator[FrameMap]:
+                 ) -> Iterator[FrameMap]:
   """Shared by images and clips: `units` are uint8 arrays [..., H, W, 3] (an image, or a clip of frames),
   `frame_of(unit)` the frame the map belongs to."""
   name, spec = _input_name(served), served.input
