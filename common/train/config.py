@@ -281,8 +281,8 @@ def apply_overrides(config: ml_collections.ConfigDict, items: Sequence[str]) -> 
 
 def eval_set_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
   """A copy of `config` with evaluation set `name`'s fields (`config.eval_sets[name]`, nested like the config)
-  put in place; a field the config lacks (and that `IMPLICIT_DEFAULTS` does not name, for a run stored before
-  the field existed) is a ValueError naming it. A string value "{name}" is `config.eval_roots[name]`, which must
+  put in place; a field the config lacks is a ValueError naming it (a stored run's config reads back through
+  `upgrade`, which fills the fields it predates). A string value "{name}" is `config.eval_roots[name]`, which must
   be set."""
   if name not in config.eval_sets:
     raise ValueError(f"eval_sets: no set {name!r} (the config has {sorted(config.eval_sets)})")
@@ -290,7 +290,7 @@ def eval_set_config(config: ml_collections.ConfigDict, name: str) -> ml_collecti
 
   def put(node, spec, path):
     for key, value in spec.items():
-      if key not in node and f"{path}{key}" not in IMPLICIT_DEFAULTS:
+      if key not in node:
         raise ValueError(f"eval_sets.{name}.{path}{key}: the config has no field {key!r}")
       if isinstance(value, (dict, ml_collections.ConfigDict)) and isinstance(node.get(key),
                                                                              ml_collections.ConfigDict):
