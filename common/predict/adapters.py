@@ -124,26 +124,25 @@ def spatial_maps(served: Served, units: Iterable, frame_of, resolution: str = "a
   mode = _mode(served, resolution)
   th, tw = spec.size
   units = iter(units)
-  if mode == "resize":  # every unit has the trained size: batch across units
-    while chunk := [u for _, u in zip(range(batch_size), units)]:
+  while chunk := [u for _, u in zip(range(batch_size), units)]:  # resized inputs and tiles batch across units
+    frames = [frame_of(u) for u in chunk]
+    if mode == "resize":
       resized = [transforms.resize_image(u, th, tw) if u.ndim == 3 else
                  np.stack([transforms.resize_image(f, th, tw) for f in u]) for u in chunk]
-      for unit, out in zip(chunk, run_batched(served, name, resized, batch_size)):
-        frame = frame_of(unit)
+      for frame, out in zip(frames, run_batched(served, name, resized, batch_size)):
         yield FrameMap(frame, _resize_map(out["probs"], *frame.shape[:2]), _score(out))
-    return
-  for unit in units:
-    frame = frame_of(unit)
-    h, w = frame.shape[:2]
-    if mode == "whole":
+    elif mode == "tiles":
+      cuts = [cut_tiles(u, (th, tw)) for u in chunk]
+      outs = run_batched(served, name, (tile for tiles, _, _ in cuts for tile in tiles), batch_size)
+      for frame, (tiles, origins, padded) in zip(frames, cuts):
+        probs = np.stack([next(outs)["probs"] for _ in tiles])
+        yield FrameMap(frame, stitch(probs, origins, padded, frame.shape[:2]))
+    else:  # whole: one input at its own size (padded up to the export's multiple)
       m = spec.multiple
-      padded = pad_to(unit, math.ceil(h / m) * m, math.ceil(w / m) * m)
-      (out,) = run_batched(served, name, [padded], 1)
-      yield FrameMap(frame, np.asarray(out["probs"], np.float32)[:h, :w], _score(out))
-    else:
-      tiles, origins, padded_size = cut_tiles(unit, (th, tw))
-      probs = np.stack([out["probs"] for out in run_batched(served, name, tiles, batch_size)])
-      yield FrameMap(frame, stitch(probs, origins, padded_size, (h, w)))
+      for unit, frame in zip(chunk, frames):
+        h, w = frame.shape[:2]
+        (out,) = run_batched(served, name, [pad_to(unit, math.ceil(h / m) * m, math.ceil(w / m) * m)], 1)
+        yield FrameMap(frame, np.asarray(out["probs"], np.float32)[:h, :w], _score(out))
 
 
 def _score(out: dict) -> float | None:
