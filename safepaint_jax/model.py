@@ -24,7 +24,6 @@ table maps the Sequential indices).
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 from flax import nnx
@@ -126,15 +125,12 @@ class Encoder(nnx.Module):
 
 
 def gaussian_kernel(size: int = 5, sigma: float = 1.0) -> np.ndarray:
-  """`GaussianSmoothing(1, size, sigma)`'s [size, size] float32 kernel: prod over axes of
-  exp(-((t - mu) / (2 sigma))^2), normalised to sum 1 (the official exponent, i.e. an effective sigma of
-  sqrt(2) * sigma), computed as PyTorch computes the buffer (exp correctly rounded to float32, times the float32
-  1 / (sigma sqrt(2 pi)), outer product and normalisation in float32): bit-equal to the official checkpoints'."""
-  t = np.arange(size, dtype=np.float64)
-  g = np.float32(1 / (sigma * math.sqrt(2 * math.pi))) * np.exp(-(((t - (size - 1) / 2) / (2 * sigma)) ** 2)
-                                                               ).astype(np.float32)
+  """`GaussianSmoothing(1, size, sigma)`'s [size, size] kernel: prod over axes of exp(-((t - mu) / (2 sigma))^2),
+  normalised to sum 1 (the official exponent, i.e. an effective sigma of sqrt(2) * sigma)."""
+  t = np.arange(size, dtype=np.float32)
+  g = np.exp(-(((t - (size - 1) / 2) / (2 * sigma)) ** 2)) / (sigma * np.sqrt(2 * np.pi))
   kernel = np.outer(g, g)
-  return kernel / kernel.sum(dtype=np.float32)
+  return (kernel / kernel.sum()).astype(np.float32)
 
 
 class GlobalAttention(nnx.Module):
