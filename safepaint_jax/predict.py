@@ -75,10 +75,8 @@ def main(argv) -> None:
   served = serving.load(f.export, f.workdir)
   run.announce(served)
   rows = predict_files(served, f.image, f.mask, f.out)
-  failed = [r["input"] for r in rows if r["error"]]
-  print(f"{len(rows) - len(failed)} of {len(rows)} image(s) inpainted -> {f.out}")
-  if failed:
-    raise DataError(failed[0], f"{len(failed)} of {len(rows)} images could not be inpainted: {', '.join(failed[:5])}")
+  print(f"{sum(not r['error'] for r in rows)} of {len(rows)} image(s) inpainted -> {f.out}")
+  run.raise_if_failed(rows, os.path.join(f.out, "inpainted.csv"))
 
 
 if __name__ == "__main__":

@@ -21,11 +21,7 @@ def served():
   c = delocate_configs.get_config("smoke")
   c.stage = 2
   task = config_lib.build_task(c)
-  state = jax.jit(task.init)(task.key(0))
-  apply = jax.jit(lambda state, inputs: task.predict(task.models(state), inputs))
-  spec = task.export_spec()
-  return serving.Served(lambda inputs: apply(state, inputs), spec["inputs"],
-                        inference.InputSpec.from_manifest(spec["input"]), spec["outputs"], {}, "smoke")
+  return serving.from_task(task, jax.jit(task.init)(task.key(0)), {}, "smoke")
 
 
 def _video(path, frames=3):

@@ -1,6 +1,7 @@
 """NCL tools on a smoke run from the tiny demo corpus: the ablation sweep file, evaluation sets, the robustness
 table, predict from a run's checkpoint (masks and overlays at the input's size). (The sweep runner is common's:
 tests/test_engine.py runs it on the toy task; the robustness tool's own tests are tests/test_robustness.py.)"""
+import dataclasses
 import os
 
 import numpy as np
@@ -98,7 +99,7 @@ def test_predict_writes_masks_and_overlays_at_the_input_size(trained, tmp_path):
     seen.append(inputs["image"].shape)
     return served.fn(inputs)
 
-  spy = serving.Served(recording, served.inputs, served.input, served.outputs, served.card, served.source)
+  spy = dataclasses.replace(served, fn=recording)
   native = predict_run.predict_all(spy, str(images / "a.png"), str(tmp_path / "native"), resolution="whole")
   assert seen == [(1, 112, 96, 3)] and native[0]["frames"] == 1  # 100 x 90 padded to multiples of 16
   with pytest.raises(FileNotFoundError):

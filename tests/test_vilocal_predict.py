@@ -1,6 +1,7 @@
 """ViLocal through the shared predictor (`common.predict`) on a tiny export (the golden-converted small ViLocal):
 sliding windows over a video and a frame folder (natural file-name order), masks / overlays / video written, frames
 twice the trained size fed to the model in tiles of never-resampled pixels, the --workdir path, the command line."""
+import dataclasses
 import importlib.util
 import json
 import os
@@ -164,7 +165,7 @@ def test_frames_twice_the_trained_size_reach_the_model_unresampled(served, tmp_p
     seen.append(np.asarray(inputs["frames"]))
     return served.fn(inputs)
 
-  spy = serving.Served(recording, served.inputs, served.input, served.outputs, served.card, served.source)
+  spy = dataclasses.replace(served, fn=recording)
   maps = list(adapters.clip_maps(spy, media.open_media(str(folder)), batch_size=3))  # 9 tiles: no padding
   assert [m.probs.shape for m in maps] == [(96, 160)] * 6
   origins = [(y, x) for y in adapters.tile_origins(96, 48) for x in adapters.tile_origins(160, 80)]

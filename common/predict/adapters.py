@@ -188,9 +188,8 @@ def face_maps(served: Served, media: Media, *, face: str = "detect", crop_scale:
   height, width = frames[0].shape[:2]
   boxes = face_crops.face_boxes(frames, face, crop_scale or served.input.face_crop_scale, detect_every)
   size = served.input.size[0]
-  crops = (transforms.resize_image(np.ascontiguousarray(f[y0:y1, x0:x1]), size, size)
-           for f, (x0, y0, x1, y1) in zip(frames, boxes))
-  crops = list(crops)
+  crops = [transforms.resize_image(np.ascontiguousarray(f[y0:y1, x0:x1]), size, size)
+           for f, (x0, y0, x1, y1) in zip(frames, boxes)]
   for frame, box, crop, out in zip(frames, boxes, crops, run_batched(served, _input_name(served), crops, batch_size)):
     extra = {k: v for k, v in out.items() if k not in ("probs", "score")}
     yield FrameMap(frame, face_crops.paste(out["probs"], box, height, width), _score(out), box, crop, extra)

@@ -117,11 +117,11 @@ def output_folders(paths: list[str], out: str) -> list[str]:
   return folders
 
 
-def predict_all(served: serving.Served, pattern: str, out: str, *, kind: str | None = None,
-                extra: Extra | None = None, report: Callable[[str], None] = progress.print_line, **args) -> list[dict]:
+def predict_all(served: serving.Served, pattern: str, out: str, *, extra: Extra | None = None,
+                report: Callable[[str], None] = progress.print_line, **args) -> list[dict]:
   """Predicts every input `pattern` names (module docstring); returns the table rows. Inputs that cannot be read
-  get a row with their error; the caller decides what that means for the exit status."""
-  kind = kind or served.input.kind
+  get a row with their error; the caller decides what that means for the exit status (`raise_if_failed`)."""
+  kind = served.input.kind
   if kind not in adapters.ADAPTERS:
     raise ValueError(f"{served.source}: a model of input kind {kind!r}, which predict cannot feed "
                      f"(expected one of {sorted(adapters.ADAPTERS)})")
@@ -145,6 +145,14 @@ def predict_all(served: serving.Served, pattern: str, out: str, *, kind: str | N
   return rows
 
 
+def raise_if_failed(rows: list[dict], table: str) -> None:
+  """A DataError naming the inputs whose row holds an error (the exit status 1 of a batch that went on)."""
+  failed = [r["input"] for r in rows if r["error"]]
+  if failed:
+    raise DataError(failed[0], f"{len(failed)} of {len(rows)} inputs could not be read (see {table}): "
+                               + ", ".join(failed[:5]))
+
+
 def require_kind(served: serving.Served, method: str, kind: str) -> serving.Served:
   """`served`, if its input kind is `kind` (`method`'s); else a ValueError naming both."""
   if served.input.kind != kind:
@@ -165,11 +173,8 @@ def main(argv: list[str], method: str, kind: str, extra: Extra | None = None) ->
   args = {name: getattr(f, name) for name in ("threshold", "alpha", "batch_size", "resolution", "aggregation",
                                                "face", "crop_scale", "detect_every") if name in f}
   rows = predict_all(served, f.input, f.out, extra=extra, **args)
-  failed = [r["input"] for r in rows if r["error"]]
-  print(f"{len(rows) - len(failed)} of {len(rows)} input(s) -> {f.out} (scores.csv, scores.json)")
-  if failed:
-    raise DataError(failed[0], f"{len(failed)} of {len(rows)} inputs could not be read (see {f.out}/scores.csv): "
-                               + ", ".join(failed[:5]))
+  print(f"{sum(not r['error'] for r in rows)} of {len(rows)} input(s) -> {f.out} (scores.csv, scores.json)")
+  raise_if_failed(rows, os.path.join(f.out, "scores.csv"))
 
 
 def define_flags(face: bool = False) -> None:

@@ -87,8 +87,8 @@ def _abstract_inputs(spec: dict) -> dict[str, jax.ShapeDtypeStruct]:
   """The exported function's input avals: batch 'b', spatial dims `multiple*h` / `multiple*w` where symbolic."""
   multiple = spec["input"].get("multiple", 1)
   names = ["b", *(f"{multiple}*{d}" for d in inference.SYMBOLIC_DIMS)]
-  b, h, w = jax.export.symbolic_shape(", ".join(names))
-  dims = {"h": h, "w": w}
+  b, *spatial = jax.export.symbolic_shape(", ".join(names))
+  dims = dict(zip(inference.SYMBOLIC_DIMS, spatial))
   return {name: jax.ShapeDtypeStruct((b, *(dims.get(d, d) for d in s["shape"])), np.dtype(s["dtype"]))
           for name, s in spec["inputs"].items()}
 

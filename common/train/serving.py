@@ -50,11 +50,15 @@ def load_workdir(workdir: str, step: int | None = None) -> Served:
 
   with ckpt_lib.Run(workdir) as run_dir:
     task, state, step = run_dir.load(step)
+  return from_task(task, state, model_card.model_card(task.config, workdir, step), workdir)
+
+
+def from_task(task, state, card: dict, source: str) -> Served:
+  """A task's jitted `predict` on `state`, with the contract of its `export_spec()`."""
   apply = jax.jit(lambda state, inputs: task.predict(task.models(state), inputs))
   spec = task.export_spec()
   return Served(lambda inputs: apply(state, inputs), spec["inputs"],
-                inference.InputSpec.from_manifest(spec["input"], workdir), spec["outputs"],
-                model_card.model_card(task.config, workdir, step), workdir)
+                inference.InputSpec.from_manifest(spec["input"], source), spec["outputs"], card, source)
 
 
 def load(export_dir: str = "", workdir: str = "", step: int | None = None) -> Served:
